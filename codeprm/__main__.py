@@ -1,0 +1,3 @@
+from codeprm.cli import app
+
+app(prog_name="codeprm")

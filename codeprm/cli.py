@@ -1,0 +1,314 @@
+"""The `codeprm` command: one sub-command group per service, plus `up` and `demo`.
+
+Service modules are imported inside the commands, so `codeprm --help` stays fast and the
+executor never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from contracts.logging import configure_logging
+from contracts.settings import ServiceSettings
+
+app = typer.Typer(no_args_is_help=True, help="codeprm: line-level process rewards for code RL.")
+executor_app = typer.Typer(no_args_is_help=True, help="Sandboxed code-execution service.")
+prm_app = typer.Typer(no_args_is_help=True, help="Process Reward Model scoring server.")
+label_app = typer.Typer(no_args_is_help=True, help="Line-labeling jobs (Redis/arq).")
+app.add_typer(executor_app, name="executor")
+app.add_typer(prm_app, name="prm")
+app.add_typer(label_app, name="label")
+
+console = Console(stderr=True)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CODEPRM_CACHE", Path.home() / ".cache" / "codeprm"))
+
+
+def _overrides(**values: Any) -> dict[str, Any]:
+    """CLI flags the user gave; they win over environment variables."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _serve(app_: Any, settings: ServiceSettings, service: str) -> None:
+    import uvicorn
+
+    configure_logging(service, settings.log_level)
+    uvicorn.run(
+        app_,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+        access_log=False,
+    )
+
+
+HostOpt = typer.Option(None, help="Interface to bind (default from settings).")
+PortOpt = typer.Option(None, help="Port to bind (default from settings).")
+
+
+@executor_app.command("serve")
+def executor_serve(host: str | None = HostOpt, port: int | None = PortOpt) -> None:
+    """Run the executor HTTP API (settings: CODEPRM_EXECUTOR_*)."""
+    from services.executor.app import create_app
+    from services.executor.settings import ExecutorSettings
+
+    settings = ExecutorSettings(**_overrides(host=host, port=port))
+    _serve(create_app(settings), settings, "executor")
+
+
+@prm_app.command("serve")
+def prm_serve(
+    model: Path | None = typer.Option(None, help="PRM checkpoint directory."),
+    host: str | None = HostOpt,
+    port: int | None = PortOpt,
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Run the PRM scoring server (settings: CODEPRM_PRM_*)."""
+    from services.prm_server.app import create_app
+    from services.prm_server.settings import PrmSettings
+
+    settings = PrmSettings(**_overrides(model=model, host=host, port=port, device=device))
+    _serve(create_app(settings), settings, "prm_server")
+
+
+@prm_app.command("tiny")
+def prm_tiny(out: Path = typer.Option(..., help="Directory to write the checkpoint to.")) -> None:
+    """Build a tiny randomly initialised PRM offline (for trying the server out)."""
+    from codeprm.tiny import build_tiny_prm
+
+    build_tiny_prm(out)
+    console.print(f"tiny PRM written to {out}")
+
+
+@label_app.command("serve")
+def label_serve(host: str | None = HostOpt, port: int | None = PortOpt) -> None:
+    """Run the labeler HTTP API (settings: CODEPRM_LABELER_*, REDIS_URL)."""
+    from services.labeler.app import create_app
+    from services.labeler.settings import LabelerSettings
+
+    settings = LabelerSettings(**_overrides(host=host, port=port))
+    _serve(create_app(settings), settings, "labeler")
+
+
+@label_app.command("worker")
+def label_worker(
+    burst: bool = typer.Option(False, help="Exit once the queue is empty."),
+) -> None:
+    """Run a labeler worker: consumes labeling jobs from Redis (settings: CODEPRM_LABELER_*)."""
+    from services.labeler.settings import LabelerSettings
+    from services.labeler.worker import build_worker
+
+    settings = LabelerSettings()
+    configure_logging("labeler_worker", settings.log_level)
+    build_worker(settings, burst=burst).run()
+
+
+@label_app.command("submit")
+def label_submit(
+    dataset: str = typer.Option(..., help="'humaneval' or a JSONL file (docs: datasets.py)."),
+    strategy: str = typer.Option("mutation", help="Labeling strategy: mutation."),
+    limit: int | None = typer.Option(None, help="Label only the first N problems."),
+    variants_per_line: int = typer.Option(4, help="mutation: variants of each code line."),
+) -> None:
+    """Enqueue one labeling job per problem; prints the run id."""
+    import asyncio
+
+    from contracts.labeler import LabelRunRequest, MutationOptions
+    from services.labeler.datasets import DatasetError
+    from services.labeler.queue import open_store
+    from services.labeler.settings import LabelerSettings
+
+    settings = LabelerSettings()
+    request = LabelRunRequest.model_validate(
+        {
+            "strategy": strategy,
+            "dataset": dataset,
+            "limit": limit,
+            "mutation": MutationOptions(variants_per_line=variants_per_line),
+        }
+    )
+
+    async def submit() -> Any:
+        async with open_store(settings) as store:
+            return await store.submit(request, settings.queue_name)
+
+    try:
+        info = asyncio.run(submit())
+    except DatasetError as exc:
+        console.print(f"[red]bad dataset:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"run {info.run_id}: {info.total} jobs queued on {settings.queue_name}")
+    print(info.run_id)
+
+
+@label_app.command("status")
+def label_status(
+    run_id: str = typer.Argument(..., help="The run id `label submit` printed."),
+    watch: bool = typer.Option(True, help="Follow live until the run finishes."),
+) -> None:
+    """Progress of a run: a live bar with done / failed / remaining, rate and ETA."""
+    import asyncio
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.labeler.queue import open_store
+    from services.labeler.runs import RunNotFound
+    from services.labeler.settings import LabelerSettings
+
+    settings = LabelerSettings()
+
+    async def follow() -> Any:
+        async with open_store(settings) as store:
+            info = await store.info(run_id)
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("failed {task.fields[failed]}"),
+                TextColumn("samples {task.fields[samples]}"),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task(f"run {run_id}", total=info.total, failed=0, samples=0)
+                while True:
+                    progress.update(
+                        task,
+                        completed=info.done + info.failed,
+                        failed=info.failed,
+                        samples=info.samples,
+                    )
+                    if info.finished or not watch:
+                        return info
+                    await asyncio.sleep(1)
+                    info = await store.info(run_id)
+
+    try:
+        info = asyncio.run(follow())
+    except RunNotFound:
+        console.print(f"[red]no labeling run {run_id!r}[/red]")
+        raise typer.Exit(2) from None
+    for problem, reason in info.failures.items():
+        console.print(f"[yellow]failed[/yellow] {problem}: {reason}")
+
+
+@label_app.command("export")
+def label_export(
+    run_id: str = typer.Argument(..., help="The run id."),
+    out: Path = typer.Option(..., help="JSONL file to write."),
+) -> None:
+    """Write a run's samples as JSONL (TRL stepwise fields + line_labels + provenance)."""
+    import asyncio
+
+    from services.labeler.queue import open_store
+    from services.labeler.runs import RunNotFound
+    from services.labeler.settings import LabelerSettings
+
+    settings = LabelerSettings()
+
+    async def export() -> int:
+        count = 0
+        async with open_store(settings) as store:
+            with out.open("w") as f:
+                async for line in store.export(run_id, settings.export_ttl_s):
+                    f.write(line)
+                    count += 1
+        return count
+
+    try:
+        count = asyncio.run(export())
+    except RunNotFound:
+        console.print(f"[red]no labeling run {run_id!r}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"{count} samples written to {out}")
+
+
+def _stack_config(**kw: Any) -> Any:
+    from codeprm.stack import StackConfig
+    from codeprm.tiny import cached_tiny_prm
+
+    config = StackConfig(
+        redis_url=os.environ.get("REDIS_URL", StackConfig.redis_url),
+        queue_name=os.environ.get("CODEPRM_LABELER_QUEUE_NAME", StackConfig.queue_name),
+        **kw,
+    )
+    if config.prm_model is None:
+        console.print(
+            "[dim]No --prm-model given: serving the tiny offline demo PRM "
+            f"(built once under {cache_dir()}).[/dim]"
+        )
+        config.prm_model = cached_tiny_prm(cache_dir())
+    return config
+
+
+def _print_services(stack: Any) -> None:
+    table = Table(title="codeprm local stack")
+    table.add_column("service")
+    table.add_column("url")
+    table.add_column("log")
+    for s in stack.services:
+        table.add_row(s.name, s.url or "(queue worker)", str(s.log_path))
+    table.add_row("redis", stack.redis_url, "")
+    console.print(table)
+
+
+@app.command()
+def up(
+    executor_port: int = typer.Option(8100, help="Executor port."),
+    prm_port: int = typer.Option(8101, help="PRM server port."),
+    labeler_port: int = typer.Option(8102, help="Labeler API port."),
+    prm_model: Path | None = typer.Option(None, help="PRM checkpoint (default: tiny demo PRM)."),
+    log_dir: Path | None = typer.Option(None, help="Where services write logs (default: temp)."),
+) -> None:
+    """Start the local stack on loopback (Redis from REDIS_URL) until Ctrl-C."""
+    from codeprm.stack import LocalStack, StackError
+
+    config = _stack_config(
+        executor_port=executor_port,
+        prm_port=prm_port,
+        labeler_port=labeler_port,
+        prm_model=prm_model,
+        log_dir=log_dir,
+    )
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with console.status("starting executor, PRM server, labeler and worker..."):
+            stack = LocalStack(config, say=console.print).__enter__()
+    except StackError as exc:
+        console.print(f"[red]codeprm up failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    try:
+        _print_services(stack)
+        console.print("[green]ready[/green] - Ctrl-C stops everything")
+        while (exited := stack.poll_exited()) is None:
+            time.sleep(0.5)
+        console.print(f"[red]{exited.name} exited unexpectedly; stopping the stack[/red]")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping...")
+    finally:
+        stack.stop()
+        console.print("stopped")
+
+
+@app.command()
+def demo() -> None:
+    """The end-to-end demo: bring the stack up, check every service, shut it down."""
+    from codeprm.demo import run_demo
+
+    raise typer.Exit(run_demo(_stack_config(executor_port=0, prm_port=0, labeler_port=0), console))

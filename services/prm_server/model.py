@@ -1,0 +1,54 @@
+"""Loading a PRM checkpoint: tokenizer plus token-classification head, on the right device."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedPrm:
+    name: str
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # bf16 halves memory and doubles matmul speed on GPUs; CPUs are faster and exact in fp32.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)  # type: ignore[no-any-return]
+
+
+def load_prm(path: Path, device: str = "auto", dtype: str = "auto") -> LoadedPrm:
+    """Load a PRM exactly as a user's checkpoint is loaded: `from_pretrained` of a local dir."""
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a model directory (no config.json)")
+    hf_logging.disable_progress_bar()  # a progress bar would break the JSON log stream
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForTokenClassification.from_pretrained(path, dtype=dt).to(dev)
+    model.eval()
+    log.info("model loaded", extra={"model": str(path), "device": str(dev), "dtype": str(dt)})
+    return LoadedPrm(name=path.name, tokenizer=tokenizer, model=model, device=dev, dtype=dt)

@@ -1,0 +1,1 @@
+"""Trainer: PRM training and PPO with dense PRM rewards and PRM value initialisation."""

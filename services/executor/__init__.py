@@ -1,0 +1,1 @@
+"""Executor: runs untrusted, model-written programs against unit tests in a sandbox."""

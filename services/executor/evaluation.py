@@ -1,0 +1,313 @@
+"""Turning API requests into sandbox jobs, and sandbox results into verdicts."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from contracts.errors import BadInput, PayloadTooLarge
+from contracts.executor import (
+    AssertTests,
+    CallTests,
+    CaseResult,
+    EvaluateRequest,
+    EvaluateResponse,
+    Limits,
+    RunRequest,
+    RunResponse,
+    StdioTests,
+)
+from services.executor import verdicts, wire
+from services.executor.cache import VerdictCache
+from services.executor.pool import Pool
+from services.executor.settings import ExecutorSettings
+
+
+class ExecutorMetrics:
+    def __init__(self, registry: CollectorRegistry, pool: Pool) -> None:
+        self.executions = Counter(
+            "executor_executions", "Sandbox executions by status", ["status"], registry=registry
+        )
+        self.latency = Histogram(
+            "executor_execution_seconds",
+            "Wall time of one sandbox execution",
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.cache = Counter(
+            "executor_cache_lookups", "Verdict cache lookups", ["outcome"], registry=registry
+        )
+        Gauge(
+            "executor_queue_depth", "Executions waiting for a worker", registry=registry
+        ).set_function(lambda: pool.waiting)
+        Gauge("executor_pool_size", "Sandbox workers", registry=registry).set_function(
+            lambda: pool.size
+        )
+        Gauge(
+            "executor_pool_busy", "Sandbox workers running a job", registry=registry
+        ).set_function(lambda: pool.busy)
+
+
+class Executor:
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        pool: Pool,
+        metrics: ExecutorMetrics,
+        cache: VerdictCache | None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.metrics = metrics
+        self.cache = cache
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def run(self, request: RunRequest) -> RunResponse:
+        timeout_s, memory_mb = self._limits(request, request.code)
+        result = await self._execute(
+            self._job("program", request.code, timeout_s, memory_mb, stdin=request.stdin or "")
+        )
+        return RunResponse.model_validate(result)
+
+    async def evaluate(self, request: EvaluateRequest) -> EvaluateResponse:
+        timeout_s, memory_mb = self._limits(request, request.code)
+        tests = request.tests
+        if not isinstance(tests, AssertTests) and len(tests.cases) > self.settings.max_cases:
+            raise BadInput(f"at most {self.settings.max_cases} test cases per request")
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(request, timeout_s, memory_mb)
+            cached = await self.cache.get(key)
+            self.metrics.cache.labels("hit" if cached else "miss").inc()
+            if cached is not None:
+                return cached
+        if isinstance(tests, AssertTests):
+            response = await self._assert(request.code, tests, timeout_s, memory_mb)
+        elif isinstance(tests, StdioTests):
+            response = await self._stdio(request, tests, timeout_s, memory_mb)
+        else:
+            response = await self._call(request.code, tests, timeout_s, memory_mb)
+        if self.cache is not None and key is not None:
+            await self.cache.put(key, response)
+        return response
+
+    def _limits(self, limits: Limits, code: str) -> tuple[float, int]:
+        s = self.settings
+        if len(code.encode()) > s.max_code_bytes:
+            raise PayloadTooLarge(f"code is larger than {s.max_code_bytes} bytes")
+        timeout_s = limits.timeout_s or s.default_timeout_s
+        memory_mb = limits.memory_mb or s.default_memory_mb
+        if timeout_s > s.max_timeout_s:
+            raise BadInput(f"timeout_s must be at most {s.max_timeout_s}")
+        if not s.min_memory_mb <= memory_mb <= s.max_memory_mb:
+            raise BadInput(f"memory_mb must be between {s.min_memory_mb} and {s.max_memory_mb}")
+        return timeout_s, memory_mb
+
+    # -- the three kinds of tests -------------------------------------------------------
+
+    async def _assert(
+        self, code: str, tests: AssertTests, timeout_s: float, memory_mb: int
+    ) -> EvaluateResponse:
+        result = await self._execute(
+            self._job(
+                "assert",
+                code,
+                timeout_s,
+                memory_mb,
+                test_code=tests.code,
+                entry_point=tests.entry_point,
+            )
+        )
+        judge = result.get("judge") or {}
+        passed = result["status"] == "ok" and bool(judge.get("completed"))
+        error = None if passed else (judge.get("error") or _describe_status(result))
+        case = CaseResult(
+            passed=passed,
+            status=result["status"],
+            error=error,
+            stdout=result["stdout"],
+            stderr=result["stderr"],
+            wall_time_s=result["wall_time_s"],
+        )
+        return _response([case], [result])
+
+    async def _stdio(
+        self, request: EvaluateRequest, tests: StdioTests, timeout_s: float, memory_mb: int
+    ) -> EvaluateResponse:
+        jobs = [
+            self._job("program", request.code, timeout_s, memory_mb, stdin=case.stdin)
+            for case in tests.cases
+        ]
+        results: list[dict[str, Any]] = []
+        cases: list[CaseResult] = []
+        if request.stop_on_first_failure:
+            for job, case in zip(jobs, tests.cases, strict=True):
+                results.append(await self._execute(job))
+                cases.append(_stdio_case(results[-1], case.expected_stdout, tests))
+                if not cases[-1].passed:
+                    break
+        else:
+            results = list(await asyncio.gather(*(self._execute(job) for job in jobs)))
+            cases = [
+                _stdio_case(r, c.expected_stdout, tests)
+                for r, c in zip(results, tests.cases, strict=True)
+            ]
+        cases += [
+            CaseResult(passed=False, status="ok", error="not run (stop_on_first_failure)")
+            for _ in tests.cases[len(results) :]
+        ]
+        return _response(cases, results)
+
+    async def _call(
+        self, code: str, tests: CallTests, timeout_s: float, memory_mb: int
+    ) -> EvaluateResponse:
+        try:
+            encoded = [
+                [wire.encode_plain(c.args), wire.encode_plain(c.kwargs)] for c in tests.cases
+            ]
+        except wire.NotPlainData as exc:
+            raise BadInput(str(exc)) from None
+        result = await self._execute(
+            self._job(
+                "call", code, timeout_s, memory_mb, entry_point=tests.entry_point, cases=encoded
+            )
+        )
+        judge = result.get("judge") or {}
+        outcomes = judge.get("cases", {})
+        cases = []
+        for index, case in enumerate(tests.cases):
+            outcome = outcomes.get(str(index))
+            if outcome is None:
+                status = result["status"] if result["status"] != "ok" else "runtime_error"
+                error = judge.get("error") or _describe_status(result)
+                cases.append(CaseResult(passed=False, status=status, error=error))
+            elif "error" in outcome:
+                cases.append(
+                    CaseResult(passed=False, status="runtime_error", error=outcome["error"])
+                )
+            else:
+                actual = wire.decode_plain(outcome["value"])
+                ok = verdicts.values_equal(actual, case.expected, tests.float_tolerance)
+                cases.append(
+                    CaseResult(
+                        passed=ok,
+                        status="ok",
+                        actual=_jsonable(actual),
+                        error=None if ok else "wrong answer",
+                    )
+                )
+        return _response(cases, [result])
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _job(
+        self,
+        mode: str,
+        code: str,
+        timeout_s: float,
+        memory_mb: int,
+        *,
+        stdin: str = "",
+        test_code: str | None = None,
+        entry_point: str | None = None,
+        cases: list[Any] | None = None,
+    ) -> dict[str, Any]:
+        s = self.settings
+        sandbox: dict[str, Any] = {
+            "mode": mode,
+            "code": code,
+            "limits": {
+                "cpu_s": timeout_s,
+                "memory_mb": memory_mb,
+                "nproc": s.nproc,
+                "fsize_mb": s.fsize_mb,
+                "nofile": s.nofile,
+            },
+        }
+        if test_code is not None:
+            sandbox["test_code"] = test_code
+        if entry_point is not None:
+            sandbox["entry_point"] = entry_point
+        if cases is not None:
+            sandbox["cases"] = cases
+        return {
+            "sandbox": sandbox,
+            "timeout_s": timeout_s,
+            "stdin": stdin,
+            "output_limit_bytes": s.output_limit_bytes,
+        }
+
+    async def _execute(self, job: dict[str, Any]) -> dict[str, Any]:
+        result = await self.pool.execute(job)
+        self.metrics.executions.labels(result["status"]).inc()
+        self.metrics.latency.observe(result["wall_time_s"])
+        return result
+
+
+def _stdio_case(result: dict[str, Any], expected: str, tests: StdioTests) -> CaseResult:
+    status = result["status"]
+    if status != "ok":
+        return CaseResult(
+            passed=False,
+            status=status,
+            error=_describe_status(result),
+            stdout=result["stdout"],
+            stderr=result["stderr"],
+            wall_time_s=result["wall_time_s"],
+        )
+    reason = verdicts.compare_stdout(
+        result["stdout"], expected, tests.compare, tests.float_tolerance
+    )
+    return CaseResult(
+        passed=reason is None,
+        status="ok",
+        error=reason,
+        stdout=result["stdout"],
+        stderr=result["stderr"],
+        actual=result["stdout"],
+        wall_time_s=result["wall_time_s"],
+    )
+
+
+def _describe_status(result: dict[str, Any]) -> str:
+    status = result["status"]
+    if status == "runtime_error":
+        tail = result["stderr"].strip().rsplit("\n", 1)[-1] if result["stderr"].strip() else ""
+        return tail or f"exit code {result.get('exit_code')}"
+    return {
+        "timeout": "time limit exceeded",
+        "memory_limit": "memory limit exceeded",
+        "output_limit": "output limit exceeded",
+        "sandbox_error": "sandbox error",
+        "ok": "failed",
+    }[status]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, bytes | complex):
+        return repr(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def _response(cases: list[CaseResult], results: list[dict[str, Any]]) -> EvaluateResponse:
+    passed_count = sum(c.passed for c in cases)
+    status = next((c.status for c in cases if c.status != "ok"), "ok")
+    return EvaluateResponse(
+        passed=passed_count == len(cases),
+        pass_rate=passed_count / len(cases),
+        status=status,
+        cases=cases,
+        wall_time_s=sum(r["wall_time_s"] for r in results),
+        cpu_time_s=sum(r["cpu_time_s"] for r in results),
+        peak_memory_mb=max((r["peak_memory_mb"] for r in results), default=0.0),
+    )

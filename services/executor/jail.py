@@ -1,0 +1,169 @@
+"""The sandbox's walls.
+
+Two levels, so that the expensive part is done once per worker and the per-execution part is
+cheap enough to prepare ahead of each request:
+
+* `isolate_worker` (once, in each worker process): drop to an unprivileged uid, enter a new user
+  and mount namespace, and pivot into a minimal read-only root holding only the system
+  libraries, the Python installation and a few device nodes. No /home, /root, /run, /var, /sys,
+  no service files, no sockets of other services.
+  It also gets an empty network namespace of its own.
+* `enter_sandbox` (per execution, in a process cloned into new pid, mount, IPC and UTS
+  namespaces): mount a fresh /proc (only this execution's processes) and a size-capped tmpfs
+  scratch directory at /tmp, then drop every capability, bounding set included, so nothing
+  it runs can ever regain one. Its uid is the worker namespace's 0, which is the host's
+  `nobody` (or the service's own uid when that is not root).
+
+The user and network namespaces are per worker rather than per execution (creating and
+destroying them is most of the cost of a sandbox). A worker runs one execution at a time and
+every process of an execution is dead before the next one starts, so two executions never
+share them at the same time and nothing of one can be left for the next.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+from services.executor import linux
+from services.executor.linux import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+)
+
+NOBODY = 65534
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+_ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/hosts",
+    "/etc/mime.types",
+)
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_STATVFS_TO_MS = {
+    os.ST_RDONLY: MS_RDONLY,
+    os.ST_NOSUID: MS_NOSUID,
+    os.ST_NODEV: MS_NODEV,
+    os.ST_NOEXEC: MS_NOEXEC,
+}
+
+
+@dataclass
+class RootSpec:
+    """What the sandbox's read-only root contains besides the system directories."""
+
+    extra_paths: list[str] = field(default_factory=list)
+    python_prefixes: list[str] = field(
+        default_factory=lambda: sorted({sys.base_prefix, sys.base_exec_prefix})
+    )
+
+
+def isolate_worker(spec: RootSpec) -> str:
+    """Confine the calling (single-threaded) worker. Returns the host dir used as its root."""
+    host_dir = tempfile.mkdtemp(prefix="codeprm-root-")
+    if os.geteuid() == 0:
+        # Build the root while we can still read everything (the Python installation may live
+        # under /root), then never let sandboxed code act as the host's root.
+        linux.unshare(linux.CLONE_NEWNS)
+        _build_root(host_dir, spec)
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        # Changing uid made us non-dumpable, which leaves /proc/self owned by root and our own
+        # uid_map unwritable. Nothing outside this pid namespace can reach us anyway.
+        linux.prctl(linux.PR_SET_DUMPABLE, 1)
+        _enter_user_namespace()
+    else:
+        _enter_user_namespace()
+        _build_root(host_dir, spec)
+    # pivot_root refuses a new root that is locked (copied from a more privileged mount
+    # namespace); a bind of it made here, in our own namespace, is not.
+    linux.mount(host_dir, host_dir, None, MS_BIND | MS_REC)
+    linux.pivot_root(host_dir, f"{host_dir}/.old")
+    os.chdir("/")
+    linux.umount("/.old", MNT_DETACH)  # the empty /.old mountpoint stays, unreadable
+    linux.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    return host_dir
+
+
+def _enter_user_namespace() -> None:
+    uid, gid = os.geteuid(), os.getegid()
+    linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+    linux.write_id_maps("self", 0, uid, gid)
+
+
+def _build_root(host_dir: str, spec: RootSpec) -> None:
+    linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    linux.mount("tmpfs", host_dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    _populate_root(host_dir, spec)
+    os.mkdir(f"{host_dir}/.old", mode=0)
+
+
+def _populate_root(root: str, spec: RootSpec) -> None:
+    for path in (*_SYSTEM_DIRS, *spec.python_prefixes, *spec.extra_paths):
+        if os.path.islink(path):
+            _mkdirs(root, os.path.dirname(path))
+            if not os.path.lexists(root + path):
+                os.symlink(os.readlink(path), root + path)
+        elif os.path.isdir(path) and not os.path.ismount(root + path):
+            _bind_readonly(path, root + path, is_dir=True)
+    for path in (*_ETC_FILES, *_DEVICES):
+        if os.path.exists(path):
+            _bind_readonly(path, root + path, is_dir=False, devices=path.startswith("/dev/"))
+    _mkdirs(root, "/tmp")
+    # A visible host /proc lets each sandbox mount its own procfs over it (the kernel refuses
+    # a new procfs in a user namespace that has none); every sandbox covers it at once.
+    _mkdirs(root, "/proc")
+    linux.mount("/proc", root + "/proc", None, MS_BIND | MS_REC)
+
+
+def _mkdirs(root: str, path: str) -> None:
+    os.makedirs(root + path, mode=0o755, exist_ok=True)
+
+
+def _bind_readonly(source: str, target: str, *, is_dir: bool, devices: bool = False) -> None:
+    if is_dir:
+        _mkdirs("", target)
+    else:
+        _mkdirs("", os.path.dirname(target))
+        with open(target, "w"):
+            pass
+    linux.mount(source, target, None, MS_BIND | MS_REC)
+    # A remount may only add restrictions to flags the host mount already has (they are locked).
+    existing = os.statvfs(source).f_flag
+    flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
+    flags |= sum(ms for st, ms in _STATVFS_TO_MS.items() if existing & st)
+    if not devices:
+        flags |= MS_NODEV
+    linux.mount(None, target, None, flags)
+
+
+def enter_sandbox(scratch_mb: int) -> None:
+    """Called in a process just cloned into new pid, mount, IPC and UTS namespaces."""
+    linux.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    linux.mount(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        MS_NOSUID | MS_NODEV,
+        f"size={scratch_mb}m,nr_inodes=4096,mode=1777",
+    )
+    os.chdir("/tmp")
+    linux.sethostname("sandbox")
+    # Non-dumpable: code running as the same uid in this sandbox cannot ptrace this process
+    # or open its /proc/<pid>/fd and /proc/<pid>/mem.
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    linux.drop_all_capabilities()

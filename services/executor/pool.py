@@ -1,0 +1,182 @@
+"""The service's side of the sandbox workers: start them, hand out jobs, replace the dead.
+
+Each worker is a `python -m services.executor.worker` child with a clean environment, talking
+`wire` frames over its stdin/stdout. One job at a time per worker; callers wait in a bounded
+queue (full: `Overloaded`, i.e. 503). A job keeps running if its HTTP caller goes away, so a
+worker's stream never falls out of step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.errors import Overloaded
+from services.executor import wire
+from services.executor.settings import ExecutorSettings
+
+log = logging.getLogger(__name__)
+
+WORKER_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/tmp",
+    "PYTHONHASHSEED": "0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+
+class IsolationUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(eq=False)  # identity: workers live in sets
+class WorkerProcess:
+    proc: asyncio.subprocess.Process
+    host_dir: str | None
+
+    async def call(self, message: dict[str, Any]) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(wire.encode_frame(message))
+        await self.proc.stdin.drain()
+        size = wire.frame_size(await self.proc.stdout.readexactly(wire.HEADER_BYTES))
+        return json.loads(await self.proc.stdout.readexactly(size))
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self.host_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.host_dir)
+
+
+class Pool:
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self.settings = settings
+        self.isolated = True
+        self._idle: asyncio.Queue[WorkerProcess] = asyncio.Queue()
+        self._all: set[WorkerProcess] = set()
+        self._running: set[asyncio.Task[Any]] = set()
+        self.waiting = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._all)
+
+    @property
+    def busy(self) -> int:
+        return len(self._all) - self._idle.qsize()
+
+    async def start(self) -> None:
+        try:
+            first = await self._spawn(isolated=True)
+        except IsolationUnavailable as exc:
+            if not self.settings.allow_weak_isolation:
+                raise
+            log.error(
+                "SANDBOX ISOLATION UNAVAILABLE, running with weak isolation (rlimits and "
+                "process groups only): hostile code can reach this host",
+                extra={"reason": str(exc)},
+            )
+            self.isolated = False
+            first = await self._spawn(isolated=False)
+        others = await asyncio.gather(
+            *(self._spawn(self.isolated) for _ in range(self.settings.workers - 1))
+        )
+        for worker in (first, *others):
+            self._add(worker)
+
+    def _add(self, worker: WorkerProcess) -> None:
+        self._all.add(worker)
+        self._idle.put_nowait(worker)
+
+    async def _spawn(self, isolated: bool) -> WorkerProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.executor.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+            env=WORKER_ENV,
+            cwd="/",
+            limit=256 << 20,
+        )
+        worker = WorkerProcess(proc, None)
+        config = {
+            "isolated": isolated,
+            "parent_pid": os.getpid(),
+            "extra_paths": self.settings.extra_paths,
+            "scratch_mb": self.settings.scratch_mb,
+        }
+        try:
+            hello = await asyncio.wait_for(worker.call(config), 60)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+            await worker.stop()
+            raise IsolationUnavailable(f"worker failed to start: {exc!r}") from exc
+        if not hello.get("ready"):
+            await worker.stop()
+            raise IsolationUnavailable(hello.get("error", "worker not ready"))
+        worker.host_dir = hello.get("host_dir")
+        return worker
+
+    async def execute(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Run one job on the next free worker. Raises Overloaded when the queue is full."""
+        if self.waiting >= self.settings.max_queue:
+            raise Overloaded("executor queue is full; retry shortly", retry_after_s=1)
+        self.waiting += 1
+        try:
+            worker = await self._idle.get()
+        finally:
+            self.waiting -= 1
+        task = asyncio.create_task(self._run(worker, job))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return await asyncio.shield(task)
+
+    async def _run(self, worker: WorkerProcess, job: dict[str, Any]) -> dict[str, Any]:
+        # The worker enforces the job's deadline itself; this only catches a stuck worker.
+        grace = float(job["timeout_s"]) + 30
+        try:
+            result: dict[str, Any] = await asyncio.wait_for(worker.call(job), grace)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError) as exc:
+            log.error("sandbox worker failed; replacing it", extra={"error": repr(exc)})
+            self._all.discard(worker)
+            if worker.proc.returncode is None:
+                worker.proc.kill()
+            await worker.stop()
+            asyncio.create_task(self._replace())
+            return {
+                "status": "sandbox_error",
+                "exit_code": None,
+                "stdout": "",
+                "stderr": f"sandbox worker failed: {exc!r}",
+                "wall_time_s": 0.0,
+                "cpu_time_s": 0.0,
+                "peak_memory_mb": 0.0,
+            }
+        self._idle.put_nowait(worker)
+        return result
+
+    async def _replace(self) -> None:
+        try:
+            self._add(await self._spawn(self.isolated))
+        except IsolationUnavailable:
+            log.exception("could not replace a sandbox worker")
+
+    async def close(self) -> None:
+        if self._running:
+            await asyncio.wait(self._running, timeout=self.settings.graceful_shutdown_s)
+        await asyncio.gather(*(w.stop() for w in list(self._all)))
+        self._all.clear()

@@ -1,0 +1,323 @@
+"""What runs inside a sandbox, after its worker hands it a job.
+
+Two shapes:
+
+* program (`/v1/run`, stdio tests): the sandbox's first process becomes the program itself.
+* judge + candidate (assert and call tests): the first process is a trusted judge that runs
+  the test code; the untrusted solution runs in a child, the candidate, and answers the
+  judge's calls with plain data over a pipe. Nothing the candidate does in its own process
+  (exiting early, patching builtins, printing markers, returning objects that equal
+  everything) can reach the judge's verdict: the judge only ever receives plain values.
+"""
+
+from __future__ import annotations
+
+import atexit
+import builtins
+import linecache
+import os
+import resource
+import sys
+import threading
+import traceback
+import types
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from services.executor import wire
+
+SOLUTION_FILE = "/tmp/solution.py"
+TEST_FILE = "/tmp/test.py"
+
+
+@dataclass
+class Limits:
+    cpu_s: float
+    memory_mb: int
+    nproc: int
+    fsize_mb: int
+    nofile: int
+
+    def apply(self) -> None:
+        """Hard limits (soft = hard), so the program cannot raise them again."""
+        cpu = max(1, int(self.cpu_s + 0.999))
+        # The kernel sends SIGXCPU at the soft limit and SIGKILL at the hard one.
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        mem = self.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        # glibc sizes thread stacks from RLIMIT_STACK: keep it small so threads stay cheap.
+        stack = min(16, self.memory_mb // 8) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_STACK, (stack, stack))
+        resource.setrlimit(resource.RLIMIT_NPROC, (self.nproc, self.nproc))
+        fsize = self.fsize_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+
+
+def become_program(
+    limits: Limits, stdin_fd: int, stdout_fd: int, stderr_fd: int, keep: tuple[int, ...] = ()
+) -> None:
+    """Make this forked worker look like a fresh `python solution.py` with limits applied."""
+    os.dup2(stdin_fd, 0)
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    _close_fds_except(keep)
+    streams = {
+        "stdin": open(0, encoding="utf-8", errors="replace", closefd=False),
+        "stdout": open(1, "w", encoding="utf-8", errors="replace", closefd=False),
+        "stderr": open(
+            2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1
+        ),
+    }
+    for name, stream in streams.items():  # sys.__stdout__ and friends too, as at start-up
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    sys.argv = [SOLUTION_FILE]
+    limits.apply()
+
+
+def _close_fds_except(keep: tuple[int, ...]) -> None:
+    start = 3
+    for fd in sorted(keep):
+        if fd >= start:
+            os.closerange(start, fd)
+            start = fd + 1
+    os.closerange(start, 1 << 16)
+
+
+def _fresh_main(code: str, filename: str) -> tuple[types.ModuleType, types.CodeType]:
+    main = types.ModuleType("__main__")
+    main.__file__ = filename
+    main.__builtins__ = builtins  # type: ignore[attr-defined]
+    sys.modules["__main__"] = main
+    # Tracebacks show source lines without the file having to exist on disk.
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    return main, compile(code, filename, "exec", dont_inherit=True)
+
+
+def run_program(code: str) -> NoReturn:
+    """Run `code` as __main__ and exit the way `python file.py` would."""
+    try:
+        main, compiled = _fresh_main(code, SOLUTION_FILE)
+        exec(compiled, main.__dict__)
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    _finish(status)
+
+
+def _exit_status(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _finish(status: int) -> NoReturn:
+    try:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        status = status or 1
+    os._exit(status)
+
+
+# -- the candidate: untrusted solution answering calls ----------------------------------------
+
+
+def serve_candidate(code: str, requests_fd: int, replies_fd: int) -> NoReturn:
+    """Run the solution, then answer the judge's `get`/`call` requests until it hangs up."""
+    try:
+        main, compiled = _fresh_main(code, SOLUTION_FILE)
+        exec(compiled, main.__dict__)
+    except BaseException as exc:
+        traceback.print_exc()
+        wire.write_frame(replies_fd, {"loaded": False, "raise": _describe(exc)})
+        _finish(1)
+    wire.write_frame(replies_fd, {"loaded": True})
+    namespace = main.__dict__
+    while (request := wire.read_frame(requests_fd)) is not None:
+        wire.write_frame(replies_fd, _answer(namespace, request))
+    _finish(0)
+
+
+def _answer(namespace: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    name = request["name"]
+    if name not in namespace:
+        return {"missing": True}
+    target = namespace[name]
+    try:
+        if request["op"] == "get":
+            if callable(target):
+                return {"callable": True}
+            return {"value": wire.encode_plain(target)}
+        args = wire.decode_plain(request["args"])
+        kwargs = wire.decode_plain(request["kwargs"])
+        return {"value": wire.encode_plain(target(*args, **kwargs))}
+    except BaseException as exc:  # the candidate's own failure is data for the judge
+        return {"raise": _describe(exc)}
+
+
+def _describe(exc: BaseException) -> list[str]:
+    return [type(exc).__name__, str(exc)[:2000]]
+
+
+# -- the judge: trusted test code, calling the candidate across the boundary ------------------
+
+
+class CandidateError(Exception):
+    """The candidate raised an exception that is not a builtin one."""
+
+
+class CandidateDied(BaseException):
+    """The candidate process is gone (it exited or was killed). Tests cannot catch this."""
+
+
+class NotPlainData(BaseException):
+    """The candidate returned something that is not plain data. Tests cannot catch this."""
+
+
+@dataclass
+class JudgeState:
+    raised: bool = False
+    memory_error: bool = False
+    died: bool = False
+    error: str | None = None
+
+
+class Candidate:
+    """The judge's end of the pipe to the candidate process."""
+
+    def __init__(self, requests_fd: int, replies_fd: int, state: JudgeState) -> None:
+        self.requests_fd = requests_fd
+        self.replies_fd = replies_fd
+        self.state = state
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            wire.write_frame(self.requests_fd, request)
+            reply = wire.read_frame(self.replies_fd)
+        except OSError:
+            reply = None
+        if reply is None:
+            self.state.died = True
+            raise CandidateDied("the program exited or was killed during a test")
+        return dict(reply)
+
+    def loaded(self) -> dict[str, Any]:
+        reply = wire.read_frame(self.replies_fd)
+        if reply is None:
+            self.state.died = True
+            raise CandidateDied("the program exited while loading")
+        return dict(reply)
+
+    def note_raise(self, reply: dict[str, Any]) -> tuple[str, str]:
+        """Record that the candidate raised; returns (exception type name, message)."""
+        kind, message = reply["raise"]
+        self.state.raised = True
+        self.state.memory_error |= kind == "MemoryError"
+        return kind, message
+
+    def unwrap(self, reply: dict[str, Any]) -> Any:
+        if "value" in reply:
+            return wire.decode_plain(reply["value"])
+        kind, message = self.note_raise(reply)
+        if kind == "NotPlainData":
+            raise NotPlainData(message)
+        exc_type = getattr(builtins, kind, None)
+        if isinstance(exc_type, type) and issubclass(exc_type, Exception):
+            raise exc_type(message)
+        raise CandidateError(f"{kind}: {message}")
+
+
+@dataclass
+class RemoteFunction:
+    """Stands in for a function of the solution: calls it in the candidate process."""
+
+    candidate: Candidate
+    name: str
+    __name__: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.__name__ = self.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            request = {
+                "op": "call",
+                "name": self.name,
+                "args": wire.encode_plain(list(args)),
+                "kwargs": wire.encode_plain(kwargs),
+            }
+        except wire.NotPlainData as exc:
+            raise TypeError(f"cannot pass to the solution: {exc}") from None
+        return self.candidate.unwrap(self.candidate.ask(request))
+
+
+class SolutionNames(dict[str, Any]):
+    """Test-code globals: a name the tests do not define and that is not a builtin resolves to
+    the solution's global of that name (functions as RemoteFunction, data as a copy)."""
+
+    def __init__(self, candidate: Candidate, *args: Any) -> None:
+        super().__init__(*args)
+        self.candidate = candidate
+
+    def __missing__(self, name: str) -> Any:
+        if hasattr(builtins, name) or name.startswith("__"):
+            raise KeyError(name)
+        reply = self.candidate.ask({"op": "get", "name": name})
+        if reply.get("missing"):
+            raise KeyError(name)
+        if reply.get("callable"):
+            function = RemoteFunction(self.candidate, name)
+            self[name] = function
+            return function
+        return self.candidate.unwrap(reply)
+
+
+def judge_asserts(candidate: Candidate, test_code: str, entry_point: str | None) -> None:
+    """Run HumanEval/MBPP-style test code; returns only if every test ran and passed."""
+    names = SolutionNames(candidate, {"__name__": "__main__", "__builtins__": builtins})
+    if entry_point is not None:
+        reply = candidate.ask({"op": "get", "name": entry_point})
+        if not reply.get("callable"):
+            raise NameError(f"the solution defines no function {entry_point!r}")
+        names[entry_point] = RemoteFunction(candidate, entry_point)
+    linecache.cache[TEST_FILE] = (len(test_code), None, test_code.splitlines(True), TEST_FILE)
+    exec(compile(test_code, TEST_FILE, "exec", dont_inherit=True), names)
+    check = dict.get(names, "check")
+    if entry_point is not None and callable(check):
+        check(names[entry_point])
+
+
+def judge_calls(
+    candidate: Candidate, entry_point: str, cases: list[list[Any]], report_fd: int
+) -> None:
+    """Call the solution once per case and report each outcome as soon as it is known."""
+    reply = candidate.ask({"op": "get", "name": entry_point})
+    if not reply.get("callable"):
+        raise NameError(f"the solution defines no function {entry_point!r}")
+    for index, (args, kwargs) in enumerate(cases):
+        request = {"op": "call", "name": entry_point, "args": args, "kwargs": kwargs}
+        answer = candidate.ask(request)
+        if "value" in answer:
+            wire.write_frame(report_fd, {"case": index, "value": answer["value"]})
+        else:
+            kind, message = candidate.note_raise(answer)
+            wire.write_frame(report_fd, {"case": index, "error": f"{kind}: {message}"})
+
+
+def describe_failure(exc: BaseException) -> str:
+    lines = traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).strip()[:4000]

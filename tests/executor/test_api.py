@@ -1,0 +1,130 @@
+"""The executor's HTTP contract: bad input gets clear 4xx errors and the service keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from contracts.errors import Overloaded
+from services.executor.pool import Pool
+from services.executor.settings import ExecutorSettings
+from tests.contained import ContainedExecutor
+
+pytestmark = pytest.mark.slow
+
+GOOD_TESTS = {"kind": "call", "entry_point": "f", "cases": [{"args": [2], "expected": 4}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"code": ""}, "at least 1 character"),
+        ({"language": "python"}, "Field required"),
+        ({"code": "print(1)", "language": "rust"}, "'python'"),
+        ({"code": "print(1)", "timeout_s": 1e6}, "timeout_s must be at most"),
+        ({"code": "print(1)", "timeout_s": -1}, "greater than 0"),
+        ({"code": "print(1)", "memory_mb": 1}, "memory_mb must be between"),
+        ({"code": "print(1)", "surprise": True}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_run_requests_are_422(
+    contained_executor: ContainedExecutor, body: dict[str, object], fragment: str
+) -> None:
+    response = httpx.post(f"{contained_executor.url}/v1/run", json=body)
+    assert response.status_code == 422
+    assert fragment in response.text
+
+
+@pytest.mark.parametrize(
+    "tests",
+    [
+        {"kind": "stdio", "cases": []},
+        {"kind": "call", "cases": [{"args": [1], "expected": 1}]},
+        {"kind": "fuzz"},
+        {"kind": "assert", "code": "assert True", "entry_point": "not a name"},
+    ],
+)
+def test_malformed_tests_are_422(
+    contained_executor: ContainedExecutor, tests: dict[str, object]
+) -> None:
+    response = httpx.post(
+        f"{contained_executor.url}/v1/evaluate", json={"code": "def f(x): return x", "tests": tests}
+    )
+    assert response.status_code == 422
+
+
+def test_oversized_code_is_413(contained_executor: ContainedExecutor) -> None:
+    response = httpx.post(
+        f"{contained_executor.url}/v1/run", json={"code": "#" * (2 << 20)}, timeout=30
+    )
+    assert response.status_code == 413
+    assert httpx.get(f"{contained_executor.url}/readyz").status_code == 200
+
+
+def test_batch_keeps_order_and_accepts_empty(contained_executor: ContainedExecutor) -> None:
+    assert httpx.post(f"{contained_executor.url}/v1/evaluate/batch", json={"items": []}).json() == {
+        "results": []
+    }
+    items = [{"code": f"def f(x):\n    return x * {k}\n", "tests": GOOD_TESTS} for k in range(6)]
+    results = httpx.post(
+        f"{contained_executor.url}/v1/evaluate/batch", json={"items": items}, timeout=60
+    ).json()["results"]
+    assert [r["passed"] for r in results] == [k == 2 for k in range(6)]
+
+
+def test_identical_submissions_come_from_the_cache(contained_executor: ContainedExecutor) -> None:
+    body = {
+        "code": "import random\ndef f(x):\n    return x * 2\n# " + str(id(object())),
+        "tests": GOOD_TESTS,
+    }
+    first = httpx.post(f"{contained_executor.url}/v1/evaluate", json=body, timeout=30).json()
+    second = httpx.post(f"{contained_executor.url}/v1/evaluate", json=body, timeout=30).json()
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert second["passed"] is first["passed"] is True
+    changed = httpx.post(
+        f"{contained_executor.url}/v1/evaluate", json={**body, "timeout_s": 3}, timeout=30
+    ).json()
+    assert changed["cached"] is False  # other limits, other verdict
+
+
+def test_stdio_compare_modes_and_stop_on_first_failure(
+    contained_executor: ContainedExecutor,
+) -> None:
+    code = "a, b = map(float, input().split())\nprint(a / b)\n"
+    cases = [
+        {"stdin": "1 3\n", "expected_stdout": "0.3333333333\n"},
+        {"stdin": "1 0\n", "expected_stdout": "inf\n"},
+        {"stdin": "2 1\n", "expected_stdout": "2.0\n"},
+    ]
+    tolerant = httpx.post(
+        f"{contained_executor.url}/v1/evaluate",
+        timeout=30,
+        json={"code": code, "tests": {"kind": "stdio", "cases": cases}},
+    ).json()
+    assert [c["passed"] for c in tolerant["cases"]] == [True, False, True]
+    assert tolerant["cases"][1]["status"] == "runtime_error"
+    assert tolerant["pass_rate"] == pytest.approx(2 / 3)
+    stopped = httpx.post(
+        f"{contained_executor.url}/v1/evaluate",
+        timeout=30,
+        json={
+            "code": code,
+            "stop_on_first_failure": True,
+            "tests": {"kind": "stdio", "cases": cases, "compare": "exact"},
+        },
+    ).json()
+    assert [c["error"] for c in stopped["cases"]][1:] == [
+        "not run (stop_on_first_failure)",
+        "not run (stop_on_first_failure)",
+    ]
+
+
+async def test_a_full_queue_answers_overloaded_at_once() -> None:
+    pool = Pool(ExecutorSettings(max_queue=1, workers=1))  # not started: nothing frees up
+    waiting = asyncio.create_task(pool.execute({"timeout_s": 1}))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        await pool.execute({"timeout_s": 1})
+    waiting.cancel()

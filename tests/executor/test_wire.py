@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from services.executor import wire
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        0,
+        -(2**80),
+        3.5,
+        "x",
+        b"\x00\xff",
+        [1, [2]],
+        (1, (2,)),
+        {"a": (1, 2), 3: None},
+        {1, 2},
+        frozenset({"a"}),
+        1 + 2j,
+        [],
+        {},
+        (),
+    ],
+)
+def test_plain_values_round_trip_exactly(value: object) -> None:
+    decoded = wire.decode_plain(wire.encode_plain(value))
+    assert decoded == value and type(decoded) is type(value)
+
+
+def test_special_floats_round_trip() -> None:
+    inf, nan = wire.decode_plain(wire.encode_plain([math.inf, math.nan]))
+    assert inf == math.inf and math.isnan(nan)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        type("Sneaky", (int,), {"__eq__": lambda s, o: True})(1),
+        type("Evil", (), {"__eq__": lambda s, o: True})(),
+        [1, object()],
+        {"k": lambda: 1},
+    ],
+)
+def test_anything_else_is_refused(value: object) -> None:
+    with pytest.raises(wire.NotPlainData):
+        wire.encode_plain(value)
+
+
+def test_deep_nesting_is_refused() -> None:
+    value: list[object] = []
+    for _ in range(200):
+        value = [value]
+    with pytest.raises(wire.NotPlainData):
+        wire.encode_plain(value)
+
+
+def test_frames_survive_a_pipe() -> None:
+    r, w = os.pipe()
+    wire.write_frame(w, {"x": [1, 2]})
+    wire.write_frame(w, "second")
+    os.close(w)
+    assert wire.read_frame(r) == {"x": [1, 2]}
+    assert wire.read_frame(r) == "second"
+    assert wire.read_frame(r) is None

@@ -1,0 +1,54 @@
+"""Labeler HTTP routes: submit a run, follow it, export its samples."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from contracts.errors import BadInput, NotFound
+from contracts.labeler import LabelRunInfo, LabelRunRequest
+from services.labeler.datasets import DatasetError
+from services.labeler.runs import RunNotFound, RunStore
+from services.labeler.settings import LabelerSettings
+
+router = APIRouter(prefix="/v1/label")
+
+
+def get_store(request: Request) -> RunStore:
+    settings: LabelerSettings = request.app.state.settings
+    return RunStore(request.app.state.redis, settings.key_prefix)
+
+
+StoreDep = Annotated[RunStore, Depends(get_store)]
+
+
+@router.post("/runs", response_model=LabelRunInfo, status_code=201)
+async def submit(body: LabelRunRequest, store: StoreDep, request: Request) -> LabelRunInfo:
+    """Create a run and enqueue one job per problem."""
+    try:
+        return await store.submit(body, request.app.state.settings.queue_name)
+    except DatasetError as exc:
+        raise BadInput(str(exc)) from None
+
+
+@router.get("/runs/{run_id}", response_model=LabelRunInfo)
+async def status(run_id: str, store: StoreDep) -> LabelRunInfo:
+    """Progress: done, failed (with reasons), remaining, samples so far."""
+    try:
+        return await store.info(run_id)
+    except RunNotFound:
+        raise NotFound(f"no labeling run {run_id!r}") from None
+
+
+@router.get("/runs/{run_id}/export")
+async def export(run_id: str, store: StoreDep, request: Request) -> StreamingResponse:
+    """The samples as JSONL (TRL stepwise fields + line_labels + provenance)."""
+    try:
+        await store.info(run_id)
+    except RunNotFound:
+        raise NotFound(f"no labeling run {run_id!r}") from None
+    lines: AsyncIterator[str] = store.export(run_id, request.app.state.settings.export_ttl_s)
+    return StreamingResponse(lines, media_type="application/x-ndjson")

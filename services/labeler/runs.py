@@ -1,0 +1,141 @@
+"""Labeling runs in Redis: submission, per-unit results, progress and export.
+
+Keys, all under `<prefix>:run:<run_id>`:
+    (hash)          the run's request and size
+    :done (hash)    unit -> its samples as JSON; written once per unit, overwritten by a
+                    retry, so every unit appears exactly once however often its job ran
+    :failed (hash)  unit -> reason, for units that could not be labeled after retries
+    :stats (hash)   unit -> "samples executions"
+A unit is `<index:08d>:<problem_id>`, so exports come out in dataset order. The keys have no
+expiry until the run is exported; then they expire after `export_ttl_s`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from arq.connections import ArqRedis
+
+from contracts.labeler import LabelRunInfo, LabelRunRequest
+from contracts.labels import LabeledSample
+from services.labeler.datasets import load_problems
+
+T = TypeVar("T")
+
+
+async def resolved(value: Awaitable[T] | T) -> T:
+    """redis-py types its methods `Awaitable[T] | T` (one stub for both clients); on the
+    asyncio client they always return awaitables."""
+    return await value  # type: ignore[misc,no-any-return]
+
+
+class RunNotFound(KeyError):
+    pass
+
+
+def unit_key(index: int, problem_id: str) -> str:
+    return f"{index:08d}:{problem_id}"
+
+
+class RunStore:
+    def __init__(self, redis: ArqRedis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def key(self, run_id: str, part: str = "") -> str:
+        return f"{self.prefix}:run:{run_id}{part}"
+
+    async def submit(self, request: LabelRunRequest, queue_name: str) -> LabelRunInfo:
+        problems = load_problems(request.dataset)[: request.limit]
+        run_id = uuid.uuid4().hex[:12]
+        await resolved(
+            self.redis.hset(
+                self.key(run_id),
+                mapping={
+                    "request": request.model_dump_json(),
+                    "total": len(problems),
+                    "created_at": time.time(),
+                },
+            )
+        )
+        for index, problem in enumerate(problems):
+            await self.redis.enqueue_job(
+                "label_unit",
+                run_id,
+                index,
+                problem.model_dump(mode="json"),
+                _job_id=f"{self.prefix}:{run_id}:{index}",
+                _queue_name=queue_name,
+            )
+        return await self.info(run_id)
+
+    async def request(self, run_id: str) -> LabelRunRequest:
+        raw = await resolved(self.redis.hget(self.key(run_id), "request"))
+        if raw is None:
+            raise RunNotFound(run_id)
+        return LabelRunRequest.model_validate_json(raw)
+
+    async def complete(
+        self, run_id: str, unit: str, samples: list[LabeledSample], executions: int
+    ) -> None:
+        payload = json.dumps([s.model_dump(mode="json") for s in samples])
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key(run_id, ":done"), unit, payload)
+            pipe.hset(self.key(run_id, ":stats"), unit, f"{len(samples)} {executions}")
+            pipe.hdel(self.key(run_id, ":failed"), unit)
+            await pipe.execute()
+
+    async def fail(self, run_id: str, unit: str, reason: str) -> None:
+        await resolved(self.redis.hset(self.key(run_id, ":failed"), unit, reason[:2000]))
+
+    async def info(self, run_id: str) -> LabelRunInfo:
+        meta = await resolved(self.redis.hgetall(self.key(run_id)))
+        if not meta:
+            raise RunNotFound(run_id)
+        request = LabelRunRequest.model_validate_json(meta[b"request"])
+        total = int(meta[b"total"])
+        done = await resolved(self.redis.hlen(self.key(run_id, ":done")))
+        failed_map = await resolved(self.redis.hgetall(self.key(run_id, ":failed")))
+        stats = await resolved(self.redis.hvals(self.key(run_id, ":stats")))
+        samples = sum(int(v.split()[0]) for v in stats)
+        executions = sum(int(v.split()[1]) for v in stats)
+        failures = {
+            k.decode().split(":", 1)[1]: v.decode() for k, v in sorted(failed_map.items())[:20]
+        }
+        return LabelRunInfo(
+            run_id=run_id,
+            strategy=request.strategy,
+            dataset=request.dataset,
+            total=total,
+            done=done,
+            failed=len(failed_map),
+            remaining=total - done - len(failed_map),
+            samples=samples,
+            executions=executions,
+            created_at=float(meta[b"created_at"]),
+            finished=done + len(failed_map) >= total,
+            failures=failures,
+        )
+
+    async def export(self, run_id: str, ttl_s: int) -> AsyncIterator[str]:
+        """The run's samples as JSONL lines, in dataset order; starts the keys' expiry."""
+        await self.info(run_id)
+        done = await resolved(self.redis.hgetall(self.key(run_id, ":done")))
+        for _, payload in sorted(done.items()):
+            for sample in json.loads(payload):
+                yield json.dumps(sample) + "\n"
+        for part in ("", ":done", ":failed", ":stats"):
+            await resolved(self.redis.expire(self.key(run_id, part), ttl_s))
+
+
+def job_serializer(value: dict[str, Any]) -> bytes:
+    return json.dumps(value).encode()
+
+
+def job_deserializer(raw: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(raw)
+    return result

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
+
+from contracts.settings import ServiceSettings
+
+
+class LabelerSettings(ServiceSettings):
+    """Labeler API and worker settings, from `CODEPRM_LABELER_*` environment variables.
+
+    The Redis URL also honours the conventional `REDIS_URL`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CODEPRM_LABELER_", extra="forbid")
+
+    port: int = Field(8102, ge=0, le=65535)
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("CODEPRM_LABELER_REDIS_URL", "REDIS_URL", "redis_url"),
+        description="Redis holding the job queue and the runs' state.",
+    )
+    queue_name: str = Field("codeprm:labeler", description="arq queue name (one per deployment).")
+    executor_url: str = Field("http://127.0.0.1:8100", description="Executor base URL.")
+    key_prefix: str = Field("codeprm:labeler", description="Prefix of every Redis key of runs.")
+    export_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="Run data kept after export.")
+    executor_concurrency: int = Field(64, ge=1, description="Requests in flight to the executor.")
+    max_jobs: int = Field(8, ge=1, description="Jobs one worker runs concurrently.")
+    job_timeout_s: int = Field(
+        600,
+        ge=1,
+        description="A job running longer is cancelled. A job whose worker died is "
+        "picked up again after job_timeout_s + 10 s.",
+    )
+    max_tries: int = Field(5, ge=1, description="Attempts per job before it is recorded failed.")
+    job_completion_wait_s: int = Field(
+        25,
+        ge=0,
+        description="On SIGTERM, how long running jobs may finish (match the pod's "
+        "terminationGracePeriodSeconds minus a margin).",
+    )

@@ -1,0 +1,91 @@
+"""arq job functions and the worker that runs them.
+
+Jobs may run more than once (a worker killed mid-job is retried), so every job is idempotent:
+a unit's result overwrites the previous attempt's. A transient failure (executor down or
+overloaded) is retried with backoff; the last attempt, or a permanent failure, is recorded
+with its reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from arq import Retry
+from arq.worker import Worker
+
+from contracts.clients import ExecutorClient, ServiceUnavailable
+from services.labeler.datasets import Problem
+from services.labeler.mutation import LabelingError, MutationConfig, label_by_mutation
+from services.labeler.queue import redis_settings
+from services.labeler.runs import RunStore, job_deserializer, job_serializer, unit_key
+from services.labeler.settings import LabelerSettings
+
+log = logging.getLogger(__name__)
+
+
+async def ping(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Round-trip through the queue: proves a worker is consuming jobs (used by `codeprm up`)."""
+    return {"worker": f"{socket.gethostname()}:{os.getpid()}", "job_try": ctx.get("job_try")}
+
+
+async def label_unit(
+    ctx: dict[str, Any], run_id: str, index: int, problem_json: dict[str, Any]
+) -> int:
+    """Label one problem of a run; returns the number of samples."""
+    settings: LabelerSettings = ctx["settings"]
+    store = RunStore(ctx["redis"], settings.key_prefix)
+    problem = Problem.model_validate(problem_json)
+    unit = unit_key(index, problem.problem_id)
+    request = await store.request(run_id)
+    config = MutationConfig(**request.mutation.model_dump())
+    try:
+        labeled = await label_by_mutation(problem, ctx["executor"], config)
+    except LabelingError as exc:
+        await store.fail(run_id, unit, str(exc))
+        return 0
+    except ServiceUnavailable as exc:
+        if ctx["job_try"] >= settings.max_tries:
+            await store.fail(run_id, unit, f"gave up after {ctx['job_try']} tries: {exc}")
+            return 0
+        log.warning("executor unavailable; retrying", extra={"run_id": run_id, "unit": unit})
+        raise Retry(defer=min(2 * ctx["job_try"], 30)) from exc
+    await store.complete(run_id, unit, labeled.samples, labeled.executions)
+    log.info(
+        "unit labeled",
+        extra={"run_id": run_id, "unit": unit, "samples": len(labeled.samples), **labeled.stats},
+    )
+    return len(labeled.samples)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: LabelerSettings = ctx["settings"]
+    ctx["executor"] = ExecutorClient(
+        settings.executor_url, max_connections=settings.executor_concurrency, retries=2
+    )
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["executor"].aclose()
+
+
+def build_worker(settings: LabelerSettings, *, burst: bool = False) -> Worker:
+    return Worker(
+        functions=[ping, label_unit],
+        queue_name=settings.queue_name,
+        redis_settings=redis_settings(settings),
+        burst=burst,
+        max_jobs=settings.max_jobs,
+        job_timeout=settings.job_timeout_s,
+        max_tries=settings.max_tries + 1,  # our own last try records the failure itself
+        job_completion_wait=settings.job_completion_wait_s,
+        # Liveness for probes and `codeprm up`: the key is refreshed this often.
+        health_check_interval=10,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+        ctx={"settings": settings},
+    )

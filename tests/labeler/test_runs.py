@@ -1,0 +1,216 @@
+"""Labeling runs end to end: real Redis, real executor, real worker processes and CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from codeprm.stack import free_port, wait_ready
+from contracts.labels import LabeledSample
+from tests.conftest import REDIS_URL
+from tests.contained import ContainedExecutor, require_isolation
+
+pytestmark = pytest.mark.slow
+
+
+def labeler_env(namespace: str, executor_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "CODEPRM_LABELER_QUEUE_NAME": f"{namespace}:q",
+        "CODEPRM_LABELER_KEY_PREFIX": namespace,
+        "CODEPRM_LABELER_EXECUTOR_URL": executor_url,
+        **extra,
+    }
+
+
+def codeprm(*args: str, env: dict[str, str], timeout: float = 300) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "codeprm", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def export(run_id: str, env: dict[str, str], tmp_path: Path) -> list[LabeledSample]:
+    out = tmp_path / f"{run_id}.jsonl"
+    codeprm("label", "export", run_id, "--out", str(out), env=env)
+    return [LabeledSample.model_validate_json(line) for line in out.read_text().splitlines()]
+
+
+def test_cli_submit_work_status_export(
+    contained_executor: ContainedExecutor, redis_namespace: str, tmp_path: Path
+) -> None:
+    require_isolation(contained_executor)
+    env = labeler_env(redis_namespace, contained_executor.url)
+    run_id = codeprm(
+        "label",
+        "submit",
+        "--dataset",
+        "humaneval",
+        "--limit",
+        "4",
+        "--variants-per-line",
+        "1",
+        env=env,
+    ).strip()
+    codeprm("label", "worker", "--burst", env=env)
+    status = subprocess.run(
+        [sys.executable, "-m", "codeprm", "label", "status", run_id, "--no-watch"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0 and "4/4" in status.stderr, status.stderr
+    samples = export(run_id, env, tmp_path)
+    originals = [s.problem_id for s in samples if s.provenance["source"] == "solution"]
+    assert originals == [f"HumanEval/{i}" for i in range(4)]
+    assert any(-1.0 in s.line_labels for s in samples)
+
+
+def slow_dataset(path: Path, n: int) -> None:
+    """Problems whose every test run takes ~1.5 s, so a worker can be killed mid-job."""
+    rows = [
+        {
+            "problem_id": f"slow/{i}",
+            "prompt": "add one",
+            "solution": f"def f(x):\n    return x + {i + 1}\n",
+            "tests": {
+                "kind": "assert",
+                "code": f"import time\ntime.sleep(1.5)\nassert f(1) == {i + 2}\n",
+            },
+        }
+        for i in range(n)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_a_killed_worker_loses_nothing(
+    contained_executor: ContainedExecutor, redis_namespace: str, tmp_path: Path
+) -> None:
+    require_isolation(contained_executor)
+    n = 6
+    dataset = tmp_path / "slow.jsonl"
+    slow_dataset(dataset, n)
+    # A dead worker's job is picked up again after job_timeout + 10 s.
+    env = labeler_env(
+        redis_namespace,
+        contained_executor.url,
+        CODEPRM_LABELER_JOB_TIMEOUT_S="5",
+        CODEPRM_LABELER_MAX_JOBS="2",
+    )
+    run_id = codeprm(
+        "label", "submit", "--dataset", str(dataset), "--variants-per-line", "1", env=env
+    ).strip()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "codeprm", "label", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # kill it once it is in the middle of the run
+            info = json.loads(codeprm_status_json(run_id, env))
+            if 1 <= info["done"] < n:
+                break
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        assert json.loads(codeprm_status_json(run_id, env))["done"] < n
+        codeprm("label", "worker", "--burst", env=env, timeout=180)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    info = json.loads(codeprm_status_json(run_id, env))
+    assert (info["done"], info["failed"], info["remaining"]) == (n, 0, 0)
+    samples = export(run_id, env, tmp_path)
+    originals = sorted(s.problem_id for s in samples if s.provenance["source"] == "solution")
+    assert originals == sorted(f"slow/{i}" for i in range(n))  # each unit exactly once
+
+
+def codeprm_status_json(run_id: str, env: dict[str, str]) -> str:
+    code = (
+        "import asyncio\n"
+        "from services.labeler.queue import open_store\n"
+        "from services.labeler.settings import LabelerSettings\n"
+        "async def main():\n"
+        "    async with open_store(LabelerSettings()) as store:\n"
+        f"        print((await store.info({run_id!r})).model_dump_json())\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_http_api_and_clear_errors(
+    contained_executor: ContainedExecutor, redis_namespace: str, tmp_path: Path
+) -> None:
+    require_isolation(contained_executor)
+    port = free_port()
+    env = labeler_env(redis_namespace, contained_executor.url)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "codeprm", "label", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_ready(url, timeout_s=30), "labeler API not ready"
+        bad = httpx.post(
+            f"{url}/v1/label/runs", json={"strategy": "mutation", "dataset": "/nope.jsonl"}
+        )
+        assert bad.status_code == 422 and "neither a known dataset" in bad.json()["detail"]
+        assert (
+            httpx.post(
+                f"{url}/v1/label/runs", json={"strategy": "vibes", "dataset": "humaneval"}
+            ).status_code
+            == 422
+        )
+        assert httpx.get(f"{url}/v1/label/runs/unknown").status_code == 404
+        created = httpx.post(
+            f"{url}/v1/label/runs",
+            json={
+                "strategy": "mutation",
+                "dataset": "humaneval",
+                "limit": 2,
+                "mutation": {"variants_per_line": 1},
+            },
+        )
+        assert created.status_code == 201
+        run_id = created.json()["run_id"]
+        codeprm("label", "worker", "--burst", env=env)
+        info = httpx.get(f"{url}/v1/label/runs/{run_id}").json()
+        assert info["finished"] and info["done"] == 2 and info["samples"] > 2
+        rows = httpx.get(f"{url}/v1/label/runs/{run_id}/export").text.splitlines()
+        assert len(rows) == info["samples"]
+        assert LabeledSample.model_validate_json(rows[0]).problem_id == "HumanEval/0"
+    finally:
+        api.terminate()
+        api.wait(10)
+
+
+def test_unreachable_executor_is_recorded_not_stuck(redis_namespace: str) -> None:
+    env = labeler_env(
+        redis_namespace, f"http://127.0.0.1:{free_port()}", CODEPRM_LABELER_MAX_TRIES="1"
+    )
+    run_id = codeprm("label", "submit", "--dataset", "humaneval", "--limit", "2", env=env).strip()
+    codeprm("label", "worker", "--burst", env=env, timeout=120)
+    info = json.loads(codeprm_status_json(run_id, env))
+    assert info["finished"] and info["failed"] == 2
+    assert all("gave up" in reason for reason in info["failures"].values())

@@ -115,39 +115,94 @@ def label_worker(
     build_worker(settings, burst=burst).run()
 
 
+def _backend_spec(target: str | None, model: str | None, api: str) -> dict[str, Any] | None:
+    """`--policy`/`--teacher`: a local checkpoint directory (hf) or an OpenAI-compatible URL."""
+    if target is None:
+        return None
+    if Path(target).is_dir():
+        return {"kind": "hf", "model": target}
+    if model is None:
+        raise typer.BadParameter(f"{target} is not a directory, so it is a URL: name the model")
+    return {"kind": "openai", "url": target, "model": model, "api": api}
+
+
 @label_app.command("submit")
 def label_submit(
-    dataset: str = typer.Option(..., help="'humaneval' or a JSONL file (docs: datasets.py)."),
-    strategy: str = typer.Option("mutation", help="Labeling strategy: mutation."),
+    dataset: str = typer.Option(..., help="'humaneval' or a JSONL file (docs/labeler.md)."),
+    strategy: str = typer.Option(
+        "mutation", help="mutation (PRLCoder), binary_search (PSGPO) or monte_carlo."
+    ),
     limit: int | None = typer.Option(None, help="Label only the first N problems."),
-    variants_per_line: int = typer.Option(4, help="mutation: variants of each code line."),
+    policy: str | None = typer.Option(
+        None, help="Search strategies: the policy, an OpenAI-compatible base URL or a local dir."
+    ),
+    policy_model: str | None = typer.Option(None, help="The policy's served model name."),
+    policy_api: str = typer.Option("completions", help="completions or chat."),
+    k: int = typer.Option(8, help="Search: continuations sampled per prefix."),
+    samples_per_problem: int = typer.Option(4, help="Search: programs sampled per problem."),
+    verify_probes: int = typer.Option(0, help="binary_search: monotonicity checks per program."),
+    revised_only: bool = typer.Option(False, help="binary_search: keep +1 -> -1 samples only."),
+    max_tokens: int = typer.Option(512, help="Search: tokens per continuation."),
+    temperature: float = typer.Option(0.8, help="Search: sampling temperature."),
+    stop: list[str] = typer.Option([], help="Search: stop sequence (repeatable)."),
+    mutator: str = typer.Option("ast", help="mutation: ast (offline) or teacher."),
+    teacher: str | None = typer.Option(None, help="mutation: teacher URL or local dir."),
+    teacher_model: str | None = typer.Option(None, help="mutation: the teacher's model name."),
+    variants_per_line: int = typer.Option(4, help="mutation: bug variants of each code line."),
+    rewrites_per_line: int = typer.Option(1, help="mutation (teacher): rewrites per line."),
 ) -> None:
     """Enqueue one labeling job per problem; prints the run id."""
     import asyncio
 
-    from contracts.labeler import LabelRunRequest, MutationOptions
+    from pydantic import ValidationError
+
+    from contracts.labeler import LabelRunRequest
+    from services.labeler.completions import BackendUnreachable
     from services.labeler.datasets import DatasetError
     from services.labeler.queue import open_store
     from services.labeler.settings import LabelerSettings
 
     settings = LabelerSettings()
-    request = LabelRunRequest.model_validate(
-        {
-            "strategy": strategy,
-            "dataset": dataset,
-            "limit": limit,
-            "mutation": MutationOptions(variants_per_line=variants_per_line),
-        }
-    )
+    try:
+        request = LabelRunRequest.model_validate(
+            {
+                "strategy": strategy,
+                "dataset": dataset,
+                "limit": limit,
+                "policy": _backend_spec(policy, policy_model, policy_api),
+                "search": {
+                    "k": k,
+                    "samples_per_problem": samples_per_problem,
+                    "verify_probes": verify_probes,
+                    "revised_only": revised_only,
+                    "sampling": {
+                        "max_tokens": max_tokens,
+                        "temperature": temperature,
+                        "stop": stop,
+                    },
+                },
+                "mutation": {
+                    "mutator": mutator,
+                    "teacher": _backend_spec(teacher, teacher_model, "chat"),
+                    "variants_per_line": variants_per_line,
+                    "rewrites_per_line": rewrites_per_line,
+                },
+            }
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            console.print(f"[red]bad request:[/red] {where}: {error['msg']}")
+        raise typer.Exit(2) from None
 
     async def submit() -> Any:
         async with open_store(settings) as store:
-            return await store.submit(request, settings.queue_name)
+            return await store.submit(request, settings.queue_name, settings.openai_api_key)
 
     try:
         info = asyncio.run(submit())
-    except DatasetError as exc:
-        console.print(f"[red]bad dataset:[/red] {exc}")
+    except (DatasetError, BackendUnreachable) as exc:
+        console.print(f"[red]cannot submit:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print(f"run {info.run_id}: {info.total} jobs queued on {settings.queue_name}")
     print(info.run_id)
@@ -178,16 +233,20 @@ def label_status(
                 TextColumn("{task.completed}/{task.total}"),
                 TextColumn("failed {task.fields[failed]}"),
                 TextColumn("samples {task.fields[samples]}"),
+                TextColumn("{task.fields[rate]}"),
                 TimeRemainingColumn(),
             )
             with Progress(*columns, console=console) as progress:
-                task = progress.add_task(f"run {run_id}", total=info.total, failed=0, samples=0)
+                task = progress.add_task(
+                    f"run {run_id}", total=info.total, failed=0, samples=0, rate=""
+                )
                 while True:
                     progress.update(
                         task,
                         completed=info.done + info.failed,
                         failed=info.failed,
                         samples=info.samples,
+                        rate=_rate(info),
                     )
                     if info.finished or not watch:
                         return info
@@ -201,6 +260,12 @@ def label_status(
         raise typer.Exit(2) from None
     for problem, reason in info.failures.items():
         console.print(f"[yellow]failed[/yellow] {problem}: {reason}")
+
+
+def _rate(info: Any) -> str:
+    finished = info.done + info.failed
+    minutes = max(time.time() - info.created_at, 1e-3) / 60
+    return f"{finished / minutes:.1f} units/min, {info.completions} completions"
 
 
 @label_app.command("export")

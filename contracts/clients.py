@@ -76,6 +76,10 @@ class ServiceClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def post(self, path: str, body: Any) -> Any:
+        """POST JSON, return the decoded JSON answer (retried as described above)."""
+        return await self._request("POST", path, body)
+
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
         for attempt in range(self.retries + 1):
             try:

@@ -7,7 +7,10 @@ JSONL, one problem per line:
      "program_prefix": "",                         # text the program starts with (HumanEval:
                                                    # the prompt itself); default ""
      "solution": "def f(x):\\n    return x\\n",     # a correct completion; mutation needs it
-     "tests": {"kind": "assert", "code": "assert f(1) == 1"}}   # executor tests (any kind)
+     "tests": {"kind": "assert", "code": "assert f(1) == 1"},  # executor tests (any kind)
+     "candidates": ["def f(x):\\n    return -x\\n"]}  # policy programs for the search
+                                                   # strategies to label; optional: without
+                                                   # them the policy is sampled
 
 A program is `program_prefix + completion`; only the completion's lines are labeled.
 """
@@ -36,6 +39,7 @@ class Problem(BaseModel):
     program_prefix: str = ""
     solution: str | None = None
     tests: Tests
+    candidates: list[str] = Field(default_factory=list)
 
     def program(self, completion: str) -> str:
         return self.program_prefix + completion

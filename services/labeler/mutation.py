@@ -15,95 +15,86 @@ signature and docstring) is context.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import asyncio
+from pathlib import Path
 
 from contracts.clients import ExecutorClient
 from contracts.executor import EvaluateRequest, EvaluateResponse
-from contracts.labels import LabeledSample
+from contracts.labeler import MutationOptions
 from contracts.lines import split_lines
+from services.labeler.completions import CompletionBackend
 from services.labeler.datasets import Problem
+from services.labeler.labeling import Labeled, LabelingError, code_or_neutral, make_sample
 from services.labeler.mutate import Mutation, mutate_line
-
-
-class LabelingError(RuntimeError):
-    """This problem cannot be labeled by this strategy (recorded with the reason)."""
-
-
-@dataclass
-class MutationConfig:
-    variants_per_line: int = 4
-    """At most this many variants of each code line."""
-    timeout_s: float = 10.0
-    """Per execution."""
-
-
-@dataclass
-class Labeled:
-    samples: list[LabeledSample]
-    executions: int
-    stats: dict[str, int] = field(default_factory=dict)
-
-
-def sample(
-    problem: Problem,
-    lines: list[str],
-    labels: list[float],
-    strategy: str,
-    provenance: dict[str, object],
-) -> LabeledSample:
-    return LabeledSample(
-        prompt=problem.prompt,
-        completions=lines,
-        labels=[v > 0 for v in labels],
-        line_labels=labels,
-        problem_id=problem.problem_id,
-        strategy=strategy,
-        provenance=provenance,
-    )
-
-
-def neutral_or(kind: str, value: float) -> float:
-    return 0.0 if kind != "code" else value
+from services.labeler.teacher import Kind, teacher_variants
 
 
 async def label_by_mutation(
-    problem: Problem, executor: ExecutorClient, config: MutationConfig
+    problem: Problem,
+    executor: ExecutorClient,
+    options: MutationOptions,
+    teacher: CompletionBackend | None = None,
+    prompts_dir: Path | None = None,
 ) -> Labeled:
+    """Variants come from the AST mutator, or from `teacher` when options.mutator is "teacher"."""
     if problem.solution is None:
         raise LabelingError("mutation needs a correct solution; this problem has none")
     solution = problem.solution
     program = problem.program(solution)
     offset = problem.program_prefix.count("\n")  # program line of the solution's first line
     lines = split_lines(solution)
-    variants: list[Mutation] = []
-    for line in lines:
-        if line.kind == "code":
-            variants += mutate_line(program, offset + line.index, config.variants_per_line)
-    programs = [program] + [_apply(program, m) for m in variants]
-    verdicts = await executor.evaluate_batch(
-        [
-            EvaluateRequest(code=code, tests=problem.tests, timeout_s=config.timeout_s)
-            for code in programs
-        ]
+    original = await executor.evaluate(
+        EvaluateRequest(code=program, tests=problem.tests, timeout_s=options.timeout_s)
     )
-    original, *mutants = verdicts
     if not original.passed:
         raise LabelingError(f"the solution does not pass its own tests ({_why(original)})")
+    code_lines = [offset + line.index for line in lines if line.kind == "code"]
+    variants: list[Mutation] = []
+    completions = 0
+    if options.mutator == "ast":
+        for i in code_lines:
+            variants += mutate_line(program, i, options.variants_per_line)
+    else:
+        if teacher is None:
+            raise LabelingError("mutator='teacher' but no teacher backend is configured")
+        counts: dict[Kind, int] = {
+            "bug": options.variants_per_line,
+            "rewrite": options.rewrites_per_line,
+        }
+        per_line = await asyncio.gather(
+            *(
+                teacher_variants(
+                    problem, program, i, teacher, counts, options.sampling, prompts_dir
+                )
+                for i in code_lines
+            )
+        )
+        variants = [m for found in per_line for m in found]
+        completions = len(code_lines) * sum(counts.values())
+    mutants = await executor.evaluate_batch(
+        [
+            EvaluateRequest(
+                code=_apply(program, m), tests=problem.tests, timeout_s=options.timeout_s
+            )
+            for m in variants
+        ]
+    )
     texts = [line.text for line in lines]
     samples = [
-        sample(
+        make_sample(
             problem,
             texts,
-            [neutral_or(x.kind, 1.0) for x in lines],
+            [code_or_neutral(x, 1.0) for x in lines],
             "mutation",
             {"source": "solution"},
         )
     ]
+    teacher_name = teacher.name if teacher is not None else None
     stats = {"variants": len(variants), "failing": 0, "passing": 0}
     for mutation, verdict in zip(variants, mutants, strict=True):
         j = mutation.line - offset
-        provenance = {
-            "source": "ast_mutator",
+        provenance: dict[str, object] = {
+            "source": "ast_mutator" if options.mutator == "ast" else teacher_name,
             "operator": mutation.operator,
             "line": j,
             "original": mutation.original,
@@ -113,13 +104,13 @@ async def label_by_mutation(
         if verdict.passed:
             stats["passing"] += 1
             mutated = [*texts[:j], mutation.mutated, *texts[j + 1 :]]
-            labels = [neutral_or(x.kind, 1.0) for x in lines]
+            labels = [code_or_neutral(x, 1.0) for x in lines]
         else:
             stats["failing"] += 1
             mutated = [*texts[:j], mutation.mutated]
-            labels = [neutral_or(x.kind, 1.0) for x in lines[:j]] + [-1.0]
-        samples.append(sample(problem, mutated, labels, "mutation", provenance))
-    return Labeled(samples, executions=len(programs), stats=stats)
+            labels = [code_or_neutral(x, 1.0) for x in lines[:j]] + [-1.0]
+        samples.append(make_sample(problem, mutated, labels, "mutation", provenance))
+    return Labeled(samples, executions=1 + len(variants), completions=completions, stats=stats)
 
 
 def _apply(program: str, mutation: Mutation) -> str:

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from contracts.errors import BadInput, NotFound
 from contracts.labeler import LabelRunInfo, LabelRunRequest
+from services.labeler.completions import BackendUnreachable
 from services.labeler.datasets import DatasetError
 from services.labeler.runs import RunNotFound, RunStore
 from services.labeler.settings import LabelerSettings
@@ -29,8 +30,9 @@ StoreDep = Annotated[RunStore, Depends(get_store)]
 async def submit(body: LabelRunRequest, store: StoreDep, request: Request) -> LabelRunInfo:
     """Create a run and enqueue one job per problem."""
     try:
-        return await store.submit(body, request.app.state.settings.queue_name)
-    except DatasetError as exc:
+        settings: LabelerSettings = request.app.state.settings
+        return await store.submit(body, settings.queue_name, settings.openai_api_key)
+    except (DatasetError, BackendUnreachable) as exc:
         raise BadInput(str(exc)) from None
 
 

@@ -5,7 +5,7 @@ Keys, all under `<prefix>:run:<run_id>`:
     :done (hash)    unit -> its samples as JSON; written once per unit, overwritten by a
                     retry, so every unit appears exactly once however often its job ran
     :failed (hash)  unit -> reason, for units that could not be labeled after retries
-    :stats (hash)   unit -> "samples executions"
+    :stats (hash)   unit -> "samples executions completions"
 A unit is `<index:08d>:<problem_id>`, so exports come out in dataset order. The keys have no
 expiry until the run is exported; then they expire after `export_ttl_s`.
 """
@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 from arq.connections import ArqRedis
 
 from contracts.labeler import LabelRunInfo, LabelRunRequest
-from contracts.labels import LabeledSample
+from services.labeler.completions import check_reachable
 from services.labeler.datasets import load_problems
+from services.labeler.labeling import Labeled
 
 T = TypeVar("T")
 
@@ -49,8 +50,13 @@ class RunStore:
     def key(self, run_id: str, part: str = "") -> str:
         return f"{self.prefix}:run:{run_id}{part}"
 
-    async def submit(self, request: LabelRunRequest, queue_name: str) -> LabelRunInfo:
+    async def submit(
+        self, request: LabelRunRequest, queue_name: str, api_key: str | None = None
+    ) -> LabelRunInfo:
+        """Raises DatasetError or BackendUnreachable before anything is queued."""
         problems = load_problems(request.dataset)[: request.limit]
+        for spec in request.backends():
+            await check_reachable(spec, api_key)
         run_id = uuid.uuid4().hex[:12]
         await resolved(
             self.redis.hset(
@@ -79,13 +85,12 @@ class RunStore:
             raise RunNotFound(run_id)
         return LabelRunRequest.model_validate_json(raw)
 
-    async def complete(
-        self, run_id: str, unit: str, samples: list[LabeledSample], executions: int
-    ) -> None:
-        payload = json.dumps([s.model_dump(mode="json") for s in samples])
+    async def complete(self, run_id: str, unit: str, labeled: Labeled) -> None:
+        payload = json.dumps([s.model_dump(mode="json") for s in labeled.samples])
+        counts = f"{len(labeled.samples)} {labeled.executions} {labeled.completions}"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(run_id, ":done"), unit, payload)
-            pipe.hset(self.key(run_id, ":stats"), unit, f"{len(samples)} {executions}")
+            pipe.hset(self.key(run_id, ":stats"), unit, counts)
             pipe.hdel(self.key(run_id, ":failed"), unit)
             await pipe.execute()
 
@@ -101,8 +106,8 @@ class RunStore:
         done = await resolved(self.redis.hlen(self.key(run_id, ":done")))
         failed_map = await resolved(self.redis.hgetall(self.key(run_id, ":failed")))
         stats = await resolved(self.redis.hvals(self.key(run_id, ":stats")))
-        samples = sum(int(v.split()[0]) for v in stats)
-        executions = sum(int(v.split()[1]) for v in stats)
+        counts = [[int(n) for n in v.split()] for v in stats]
+        samples, executions, completions = (sum(c[i] for c in counts) for i in range(3))
         failures = {
             k.decode().split(":", 1)[1]: v.decode() for k, v in sorted(failed_map.items())[:20]
         }
@@ -116,6 +121,7 @@ class RunStore:
             remaining=total - done - len(failed_map),
             samples=samples,
             executions=executions,
+            completions=completions,
             created_at=float(meta[b"created_at"]),
             finished=done + len(failed_map) >= total,
             failures=failures,

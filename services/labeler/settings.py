@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
@@ -39,3 +41,14 @@ class LabelerSettings(ServiceSettings):
         description="On SIGTERM, how long running jobs may finish (match the pod's "
         "terminationGracePeriodSeconds minus a margin).",
     )
+    openai_api_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "CODEPRM_LABELER_OPENAI_API_KEY", "OPENAI_API_KEY", "openai_api_key"
+        ),
+        description="Bearer token for OpenAI-compatible policy/teacher backends.",
+    )
+    prompts_dir: Path | None = Field(
+        None, description="Directory with the teacher prompts bug.md and rewrite.md."
+    )
+    hf_device: str = Field("cpu", description="Device for local Hugging Face backends.")

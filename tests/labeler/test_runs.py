@@ -13,10 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from codeprm.scripted_llm import ScriptedLLM
 from codeprm.stack import free_port, wait_ready
 from contracts.labels import LabeledSample
+from contracts.lines import split_lines
 from tests.conftest import REDIS_URL
 from tests.contained import ContainedExecutor, require_isolation
+from tests.labeler.constructed import SOLUTION, bugged, oracle, problem
 
 pytestmark = pytest.mark.slow
 
@@ -214,3 +217,73 @@ def test_unreachable_executor_is_recorded_not_stuck(redis_namespace: str) -> Non
     info = json.loads(codeprm_status_json(run_id, env))
     assert info["finished"] and info["failed"] == 2
     assert all("gave up" in reason for reason in info["failures"].values())
+
+
+def constructed_dataset(path: Path) -> None:
+    rows = [
+        {**problem([bugged(m)]).model_dump(mode="json"), "problem_id": f"total/{m}"} for m in (2, 5)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_binary_search_run_through_the_worker(
+    contained_executor: ContainedExecutor, redis_namespace: str, tmp_path: Path
+) -> None:
+    require_isolation(contained_executor)
+    env = labeler_env(redis_namespace, contained_executor.url)
+    dataset = tmp_path / "total.jsonl"
+    constructed_dataset(dataset)
+    with ScriptedLLM(complete=oracle()) as llm:
+        run_id = codeprm(
+            "label", "submit", "--dataset", str(dataset), "--strategy", "binary_search",
+            "--policy", llm.url, "--policy-model", "scripted", "--k", "3", env=env,
+        ).strip()  # fmt: skip
+        codeprm("label", "worker", "--burst", env=env)
+    info = json.loads(codeprm_status_json(run_id, env))
+    assert (info["done"], info["failed"]) == (2, 0)
+    samples = export(run_id, env, tmp_path)
+    code = [line.index for line in split_lines(SOLUTION) if line.kind == "code"]
+    assert [s.provenance["first_bad_line"] for s in samples] == [code[1], code[4]]
+    assert info["completions"] == sum(s.provenance["completions"] for s in samples) > 0
+    assert all(r["n"] == 3 for r in llm.requests)
+
+
+def test_backend_failures_are_clear(
+    contained_executor: ContainedExecutor, redis_namespace: str, tmp_path: Path
+) -> None:
+    require_isolation(contained_executor)
+    env = labeler_env(redis_namespace, contained_executor.url, CODEPRM_LABELER_MAX_TRIES="1")
+    dataset = tmp_path / "total.jsonl"
+    constructed_dataset(dataset)
+    search = ["label", "submit", "--dataset", str(dataset), "--strategy", "binary_search"]
+    # Nothing listens there: refused at submission, nothing is queued.
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    refused = subprocess.run(
+        [sys.executable, "-m", "codeprm", *search, "--policy", dead, "--policy-model", "m"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "does not answer" in refused.stderr, refused.stderr
+    # A policy URL without a model name is a usage error, not a queued run.
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "codeprm", *search, "--policy", dead], env=env
+        ).returncode
+        == 2
+    )
+    with ScriptedLLM(complete=oracle()) as llm:
+        # The backend answers at submission, then rejects the model (404): failed at once,
+        # with the backend's answer as the reason.
+        wrong = codeprm(*search, "--policy", llm.url, "--policy-model", "nope", env=env).strip()
+        codeprm("label", "worker", "--burst", env=env, timeout=180)
+        info = json.loads(codeprm_status_json(wrong, env))
+        assert info["finished"] and info["failed"] == 2
+        assert all("404" in reason for reason in info["failures"].values()), info["failures"]
+        # It answers at submission, then goes down (503s): failed after the retries.
+        down = codeprm(*search, "--policy", llm.url, "--policy-model", "scripted", env=env)
+        llm.fail_next = [503] * 1000
+        codeprm("label", "worker", "--burst", env=env, timeout=180)
+    info = json.loads(codeprm_status_json(down.strip(), env))
+    assert info["finished"] and info["failed"] == 2
+    assert all("gave up" in reason for reason in info["failures"].values()), info["failures"]

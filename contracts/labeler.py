@@ -66,7 +66,17 @@ class MutationOptions(BaseModel):
     sampling: SamplingOptions = Field(
         default_factory=lambda: SamplingOptions(max_tokens=256, temperature=0.7)
     )
-    timeout_s: float = Field(10.0, gt=0, le=60, description="Per execution.")
+    timeout_s: float = Field(
+        10.0, gt=0, le=60, description="Per execution of the solution; the variants' ceiling."
+    )
+    variant_timeout_factor: float = Field(
+        10.0,
+        ge=0,
+        description="A variant may run this many times as long as the solution did (at least "
+        "1 s, at most timeout_s); slower ones are failing variants. Mutants that loop "
+        "forever are common, and waiting timeout_s for each dominates labeling time. 0: "
+        "every variant gets timeout_s.",
+    )
 
     @model_validator(mode="after")
     def _teacher_named(self) -> MutationOptions:

@@ -7,7 +7,9 @@ Rules, for a problem whose solution passes its tests (otherwise it yields no sam
   to and including the changed one: lines before it +1 (0 if neutral), line i -1. The sample
   stops at line i: what follows a wrong line teaches nothing about it;
 * a variant that **passes** (an equivalent mutant, or a harmless rewrite) is a sample of the
-  whole mutated solution, all code lines +1.
+  whole mutated solution, all code lines +1;
+* a variant that runs more than `variant_timeout_factor` times as long as the solution (at
+  least 1 s) fails by timeout, like any other failing variant.
 
 Only the completion's lines are labeled; the problem's `program_prefix` (HumanEval's
 signature and docstring) is context.
@@ -71,11 +73,10 @@ async def label_by_mutation(
         )
         variants = [m for found in per_line for m in found]
         completions = len(code_lines) * sum(counts.values())
+    timeout_s = variant_timeout(options, original.wall_time_s)
     mutants = await executor.evaluate_batch(
         [
-            EvaluateRequest(
-                code=_apply(program, m), tests=problem.tests, timeout_s=options.timeout_s
-            )
+            EvaluateRequest(code=_apply(program, m), tests=problem.tests, timeout_s=timeout_s)
             for m in variants
         ]
     )
@@ -90,7 +91,12 @@ async def label_by_mutation(
         )
     ]
     teacher_name = teacher.name if teacher is not None else None
-    stats = {"variants": len(variants), "failing": 0, "passing": 0}
+    stats = {
+        "variants": len(variants),
+        "failing": 0,
+        "passing": 0,
+        "timeouts": sum(v.status == "timeout" for v in mutants),
+    }
     for mutation, verdict in zip(variants, mutants, strict=True):
         j = mutation.line - offset
         provenance: dict[str, object] = {
@@ -111,6 +117,12 @@ async def label_by_mutation(
             labels = [code_or_neutral(x, 1.0) for x in lines[:j]] + [-1.0]
         samples.append(make_sample(problem, mutated, labels, "mutation", provenance))
     return Labeled(samples, executions=1 + len(variants), completions=completions, stats=stats)
+
+
+def variant_timeout(options: MutationOptions, solution_s: float) -> float:
+    if options.variant_timeout_factor == 0:
+        return options.timeout_s
+    return min(options.timeout_s, max(1.0, options.variant_timeout_factor * solution_s))
 
 
 def _apply(program: str, mutation: Mutation) -> str:

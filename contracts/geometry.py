@@ -15,6 +15,9 @@ Hard cases, and the rule for each:
 * the first line may share a token with the end of the prompt: that token ends it;
 * truncation: a line whose last character is past the last token gets None.
 
+PRMs trained by TRL's PRMTrainer carry their label on the step separator after each line (a
+newline): `at_newline` reads there instead, where a line has a newline after it.
+
 Only `(start, end)` character offsets are needed (a fast tokenizer's `offset_mapping`); special
 tokens, whose offsets are (0, 0), are ignored.
 """
@@ -35,6 +38,8 @@ def line_end_tokens(
     code_start: int,
     *,
     truncated: bool = False,
+    at_newline: bool = False,
+    code_length: int | None = None,
 ) -> list[int | None]:
     """For each line of the code, the index of its last token, or None.
 
@@ -46,8 +51,11 @@ def line_end_tokens(
     starts = [offsets[t][0] for t in real]
     covered = offsets[real[-1]][1] if real and truncated else None
     ends: list[int | None] = []
-    for line in lines:
+    for n, line in enumerate(lines):
         last_char = code_start + line.end - 1
+        if at_newline and line.end > line.start:
+            newline = _newline_after(lines, n, code_length)
+            last_char = code_start + newline if newline is not None else last_char
         i = bisect.bisect_right(starts, last_char) - 1
         if (
             line.end == line.start
@@ -64,6 +72,14 @@ def line_end_tokens(
     return ends
 
 
+def _newline_after(lines: Sequence[Line], n: int, code_length: int | None) -> int | None:
+    if n + 1 < len(lines):
+        return lines[n + 1].start - 1
+    if code_length is not None and code_length > lines[n].end:
+        return code_length - 1
+    return None
+
+
 @dataclass(frozen=True)
 class EncodedLines:
     input_ids: list[int]
@@ -74,7 +90,12 @@ class EncodedLines:
 
 
 def encode_lines(
-    tokenizer: Any, prompt: str, code: str, max_tokens: int | None = None
+    tokenizer: Any,
+    prompt: str,
+    code: str,
+    max_tokens: int | None = None,
+    *,
+    at_newline: bool = False,
 ) -> EncodedLines:
     """Tokenize `prompt + code` with a fast (offset-reporting) Hugging Face tokenizer and
     locate every code line's last token. Truncation keeps the start: lines past `max_tokens`
@@ -91,5 +112,12 @@ def encode_lines(
     covered = max((end for _, end in offsets), default=0)
     truncated = max_tokens is not None and len(ids) >= max_tokens and covered < len(text)
     lines = split_lines(code)
-    tokens = line_end_tokens(lines, offsets, len(prompt), truncated=truncated)
+    tokens = line_end_tokens(
+        lines,
+        offsets,
+        len(prompt),
+        truncated=truncated,
+        at_newline=at_newline,
+        code_length=len(code),
+    )
     return EncodedLines(ids, lines, tokens, truncated)

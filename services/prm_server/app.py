@@ -1,5 +1,5 @@
-"""PRM server app: the model loads in the background so /healthz answers at once and /readyz
-turns 200 only when the model is loaded."""
+"""PRM server app: the model loads in the background so /healthz answers at once; /readyz
+turns 200 only when the model is loaded and a warm-up forward pass has run."""
 
 from __future__ import annotations
 
@@ -8,51 +8,72 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from contracts.errors import install_error_handlers
 from contracts.observability import install_observability
-from services.prm_server.model import LoadedPrm, load_prm
+from contracts.prm import ScoreItem
+from services.prm_server.model import load_prm
+from services.prm_server.routes import router
+from services.prm_server.scoring import encode, forward
 from services.prm_server.settings import PrmSettings
+from services.prm_server.state import Scorer, start_scorer
 
 log = logging.getLogger(__name__)
+
+WARM_UP = ScoreItem(prompt="# warm-up\n", code="def f(x):\n    return x\n")
 
 
 def create_app(settings: PrmSettings) -> FastAPI:
     registry = CollectorRegistry()
-    state: dict[str, LoadedPrm | BaseException | None] = {"model": None}
+    problem: dict[str, str] = {}
 
-    async def load() -> None:
+    async def load(app: FastAPI) -> None:
         assert settings.model is not None
         try:
-            state["model"] = await asyncio.to_thread(
-                load_prm, settings.model, settings.device, settings.dtype
-            )
+            prm = await asyncio.to_thread(load_prm, settings.model, settings.device, settings.dtype)
+            # The first forward pass compiles kernels and allocates; pay it before traffic.
+            await asyncio.to_thread(forward, prm, [encode(prm, WARM_UP, settings.max_tokens)])
         except Exception as exc:  # reported by /readyz; the process stays up for inspection
             log.exception("model load failed")
-            state["model"] = exc
+            problem["model"] = f"load failed: {exc}"
+            return
+        app.state.scorer = start_scorer(prm, settings, registry)
+        log.info("ready to score", extra={"model": prm.name})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(load()) if settings.model is not None else None
+        task = asyncio.create_task(load(app)) if settings.model is not None else None
         yield
         if task is not None and not task.done():
             task.cancel()
+        scorer: Scorer | None = app.state.scorer
+        if scorer is not None:
+            await scorer.batcher.stop()
 
     async def readiness() -> dict[str, str | None]:
-        model = state["model"]
         if settings.model is None:
             return {"model": "no model configured (CODEPRM_PRM_MODEL / --model)"}
-        if model is None:
+        if "model" in problem:
+            return {"model": problem["model"]}
+        if app.state.scorer is None:
             return {"model": "loading"}
-        if isinstance(model, BaseException):
-            return {"model": f"load failed: {model}"}
         return {"model": None}
 
     app = FastAPI(title="codeprm PRM server", lifespan=lifespan)
     app.state.settings = settings
-    app.state.prm = state
+    app.state.scorer = None
+    _gauges(app, registry)
     install_error_handlers(app)
     install_observability(app, service="prm_server", registry=registry, readiness=readiness)
+    app.include_router(router)
     return app
+
+
+def _gauges(app: FastAPI, registry: CollectorRegistry) -> None:
+    pending = Gauge("prm_pending_items", "Items waiting for a forward pass.", registry=registry)
+    pending.set_function(lambda: app.state.scorer.batcher.pending if app.state.scorer else 0)
+    memory = Gauge("prm_gpu_memory_bytes", "GPU memory allocated by torch.", registry=registry)
+    memory.set_function(lambda: torch.cuda.memory_allocated() if torch.cuda.is_available() else 0)

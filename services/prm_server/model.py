@@ -15,6 +15,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from contracts.prm import METADATA_FILE, PrmMetadata
+
 log = logging.getLogger(__name__)
 
 
@@ -25,6 +27,16 @@ class LoadedPrm:
     model: PreTrainedModel
     device: torch.device
     dtype: torch.dtype
+    metadata: PrmMetadata
+
+
+def read_metadata(path: Path, num_labels: int) -> PrmMetadata:
+    """codeprm's own file when there is one; otherwise a TRL PRMTrainer checkpoint has two
+    labels, and a one-label head is read as +1/-1 regression."""
+    file = path / METADATA_FILE
+    if file.is_file():
+        return PrmMetadata.model_validate_json(file.read_text())
+    return PrmMetadata(label_scheme="trl_two_class" if num_labels == 2 else "pm1_mse")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -50,5 +62,16 @@ def load_prm(path: Path, device: str = "auto", dtype: str = "auto") -> LoadedPrm
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForTokenClassification.from_pretrained(path, dtype=dt).to(dev)
     model.eval()
-    log.info("model loaded", extra={"model": str(path), "device": str(dev), "dtype": str(dt)})
-    return LoadedPrm(name=path.name, tokenizer=tokenizer, model=model, device=dev, dtype=dt)
+    metadata = read_metadata(path, model.config.num_labels)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{path}: line geometry needs a fast tokenizer (tokenizer.json)")
+    log.info(
+        "model loaded",
+        extra={
+            "model": str(path),
+            "device": str(dev),
+            "dtype": str(dt),
+            "label_scheme": metadata.label_scheme,
+        },
+    )
+    return LoadedPrm(path.name, tokenizer, model, dev, dt, metadata)

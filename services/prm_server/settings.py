@@ -3,9 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
+from contracts.prm import Aggregate
 from contracts.settings import ServiceSettings
 
 
@@ -22,3 +23,20 @@ class PrmSettings(ServiceSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="'auto' = bfloat16 on CUDA, float32 on CPU."
     )
+    api_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("CODEPRM_PRM_API_KEY", "CODEPRM_API_KEY", "api_key"),
+        description="When set, scoring endpoints require `Authorization: Bearer <key>`.",
+    )
+    aggregate: Aggregate = Field("min", description="Default per-program scalar.")
+    max_items: int = Field(1024, ge=1, description="Items per request (413 above).")
+    max_chars: int = Field(200_000, ge=1, description="Characters per item (413 above).")
+    max_tokens: int = Field(4096, ge=8, description="Tokens per item, prompt included (413).")
+    token_budget: int = Field(
+        32768, ge=64, description="Padded tokens per forward pass (batch size x longest item)."
+    )
+    max_batch_items: int = Field(256, ge=1, description="Items per forward pass.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="How long the first item of a batch waits for company."
+    )
+    max_pending: int = Field(8192, ge=1, description="Items waiting before 503 Overloaded.")

@@ -171,3 +171,13 @@ def test_special_tokens_are_ignored() -> None:
     # token 0 is a BOS with (0, 0) offsets; prompt "P" is one character
     offsets = [(0, 0), (0, 1), (1, 3), (3, 4), (4, 6)]
     assert line_end_tokens(lines, offsets, code_start=1) == [2, 4]
+
+
+def test_at_newline_reads_the_separator_token_like_trl() -> None:
+    tokenizer = byte_level()
+    code = "a = 1\nb = 2\nc = 3"
+    encoded = encode_lines(tokenizer, "", code, at_newline=True)
+    offsets = tokenizer(code, return_offsets_mapping=True)["offset_mapping"]
+    pieces = [code[slice(*offsets[t])] for t in encoded.line_tokens if t is not None]
+    assert pieces[0].startswith("\n") and pieces[1].startswith("\n")
+    assert pieces[2] == " 3"  # the last line has no newline: its last character

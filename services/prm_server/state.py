@@ -1,0 +1,37 @@
+"""What the scoring endpoints need once the model is loaded: the model and its batcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from prometheus_client import CollectorRegistry
+
+from contracts.geometry import EncodedLines
+from services.prm_server.batcher import BatchMetrics, DynamicBatcher
+from services.prm_server.model import LoadedPrm
+from services.prm_server.scoring import forward
+from services.prm_server.settings import PrmSettings
+
+Scores = list[float | None]
+
+
+@dataclass
+class Scorer:
+    prm: LoadedPrm
+    batcher: DynamicBatcher[EncodedLines, Scores]
+    settings: PrmSettings
+
+
+def start_scorer(prm: LoadedPrm, settings: PrmSettings, registry: CollectorRegistry) -> Scorer:
+    """Must run inside the event loop: the batcher's loop is a task of it."""
+    batcher = DynamicBatcher[EncodedLines, Scores](
+        partial(forward, prm),
+        BatchMetrics(registry),
+        token_budget=settings.token_budget,
+        max_batch_items=settings.max_batch_items,
+        max_wait_s=settings.max_wait_ms / 1000,
+        max_pending=settings.max_pending,
+    )
+    batcher.start()
+    return Scorer(prm, batcher, settings)

@@ -1,0 +1,169 @@
+"""The PRM server over real HTTP: a `codeprm prm serve` subprocess with a tiny checkpoint
+built by the test and loaded with `from_pretrained`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from codeprm.stack import free_port, wait_ready
+from contracts.lines import split_lines
+
+pytestmark = pytest.mark.slow
+
+PROGRAM = "def add(a, b):\n    # sum\n    return a + b\n\n"
+
+
+def start(model: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "codeprm",
+            "prm",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    if not wait_ready(url, timeout_s=120):
+        proc.kill()
+        raise RuntimeError("PRM server not ready")
+    return proc, url
+
+
+@pytest.fixture(scope="module")
+def server(tiny_prm_dir: Path) -> Iterator[str]:
+    proc, url = start(tiny_prm_dir, CODEPRM_PRM_MAX_WAIT_MS="20", CODEPRM_PRM_MAX_ITEMS="64")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def score(url: str, items: list[dict[str, str]], **extra: object) -> httpx.Response:
+    return httpx.post(f"{url}/v1/score", json={"items": items, **extra}, timeout=60)
+
+
+def test_line_scores_follow_the_line_convention(server: str) -> None:
+    response = score(server, [{"prompt": "# add\n", "code": PROGRAM}])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (result,) = body["results"]
+    lines = split_lines(PROGRAM)
+    assert [s["kind"] for s in result["line_scores"]] == [line.kind for line in lines]
+    assert [(s["start"], s["end"]) for s in result["line_scores"]] == [
+        (line.start, line.end) for line in lines
+    ]
+    assert all(isinstance(s["score"], float) for s in result["line_scores"][:3])
+    assert result["line_scores"][3]["score"] is None  # an empty line has no token
+    code_scores = [s["score"] for s in result["line_scores"] if s["kind"] == "code"]
+    assert result["aggregate"] == pytest.approx(min(code_scores))
+    assert result["num_tokens"] > 5 and body["model"] == "tiny-prm"
+    mean = score(server, [{"prompt": "# add\n", "code": PROGRAM}], aggregate="mean").json()
+    assert mean["results"][0]["aggregate"] == pytest.approx(sum(code_scores) / 2)
+
+
+def test_batched_scores_equal_single_scores(server: str) -> None:
+    items = [
+        {"prompt": "", "code": "x = 1\n"},
+        {"prompt": "# long\n", "code": "".join(f"v{i} = {i} * 2\n" for i in range(40))},
+        {"prompt": "p", "code": PROGRAM},
+    ]
+    together = score(server, items).json()["results"]
+    alone = [score(server, [item]).json()["results"][0] for item in items]
+    for a, b in zip(together, alone, strict=True):
+        for x, y in zip(a["line_scores"], b["line_scores"], strict=True):
+            assert x["score"] == pytest.approx(y["score"], abs=1e-4)  # padding changes nothing
+
+
+def batch_count(url: str) -> tuple[float, float]:
+    text = httpx.get(f"{url}/metrics").text
+    count = float(re.search(r"^prm_batch_items_count (\S+)", text, re.M)[1])  # type: ignore[index]
+    total = float(re.search(r"^prm_batch_items_sum (\S+)", text, re.M)[1])  # type: ignore[index]
+    return count, total
+
+
+def test_concurrent_requests_are_batched_and_answered_each_their_own(server: str) -> None:
+    codes = [f"def f{i}(x):\n    return x + {i}\n" for i in range(48)]
+    expected = {c: score(server, [{"code": c}]).json()["results"][0]["aggregate"] for c in codes}
+    before = batch_count(server)
+
+    async def one(client: httpx.AsyncClient, code: str) -> float:
+        response = await client.post("/v1/score", json={"items": [{"code": code}]})
+        return float(response.json()["results"][0]["aggregate"])
+
+    async def all_at_once() -> list[float]:
+        async with httpx.AsyncClient(base_url=server, timeout=60) as client:
+            return list(await asyncio.gather(*(one(client, c) for c in codes)))
+
+    got = asyncio.run(all_at_once())
+    after = batch_count(server)
+    assert got == [pytest.approx(expected[c], abs=1e-4) for c in codes]
+    batches, items = after[0] - before[0], after[1] - before[1]
+    assert items == 48 and batches < 48, f"{batches} forward passes for 48 requests"
+
+
+def test_get_reward_speaks_openrlhf(server: str) -> None:
+    prompt = "Write add.\n"
+    response = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nDone."
+    body = {"query": [prompt + response + "<|endoftext|>"], "prompts": [prompt], "labels": [""]}
+    answer = httpx.post(f"{server}/get_reward", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    out = answer.json()
+    assert set(out) == {"rewards", "scores", "extra_logs"}
+    direct = score(server, [{"prompt": prompt, "code": "def add(a, b):\n    return a + b"}])
+    assert out["rewards"] == [pytest.approx(direct.json()["results"][0]["aggregate"], abs=1e-4)]
+    assert out["scores"] == out["rewards"] and out["extra_logs"]["prm_lines"] == [2.0]
+    empty = httpx.post(f"{server}/get_reward", json={"query": [], "prompts": [], "labels": []})
+    assert empty.json() == {
+        "rewards": [],
+        "scores": [],
+        "extra_logs": {"prm_lines": [], "prm_tokens": []},
+    }
+    only_query = httpx.post(f"{server}/get_reward", json={"query": ["x = 1"]}, timeout=60)
+    assert only_query.status_code == 200 and len(only_query.json()["rewards"]) == 1
+
+
+def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(server: str) -> None:
+    assert score(server, []).status_code == 422
+    assert httpx.post(f"{server}/v1/score", json={"items": [{"prompt": "x"}]}).status_code == 422
+    assert httpx.post(f"{server}/v1/score", content=b"{not json").status_code == 422
+    too_many = score(server, [{"code": "x = 1"}] * 65)
+    assert too_many.status_code == 413 and "at most 64" in too_many.json()["detail"]
+    too_long = score(server, [{"code": "x = 1\n" * 3000}])
+    assert too_long.status_code == 413 and "tokens" in too_long.json()["detail"]
+    assert score(server, [{"code": "x = 1"}], aggregate="median").status_code == 422
+    assert score(server, [{"code": "x = 1\n"}]).status_code == 200
+
+
+def test_bearer_token_is_required_when_configured(tiny_prm_dir: Path) -> None:
+    proc, url = start(tiny_prm_dir, CODEPRM_API_KEY="s3cret")
+    try:
+        assert score(url, [{"code": "x = 1"}]).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert httpx.post(f"{url}/get_reward", json={"query": []}, headers=wrong).status_code == 401
+        ok = httpx.post(
+            f"{url}/v1/score",
+            json={"items": [{"code": "x = 1"}]},
+            headers={"Authorization": "Bearer s3cret"},
+        )
+        assert ok.status_code == 200
+        assert httpx.get(f"{url}/readyz").status_code == 200  # probes stay open
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -36,7 +36,7 @@ from contracts.labeler import BackendSpec, LabelRunRequest, MutationOptions, Sea
 from services.labeler.binary_search import first_bad_line
 from services.labeler.completions import OpenAIBackend
 from services.labeler.datasets import Problem, humaneval
-from services.labeler.mutate import mutate_line
+from services.labeler.mutate import apply_mutation, mutate_line
 from services.labeler.prefixes import Prober, code_lines, prefix_through
 from services.labeler.queue import open_store
 from services.labeler.settings import LabelerSettings
@@ -52,9 +52,7 @@ def variants(problem: Problem, per_line: int) -> list[str]:
     programs = [program]
     for line in code_lines(problem.solution):
         for m in mutate_line(program, offset + line.index, per_line):
-            lines = program.split("\n")
-            lines[m.line] = m.mutated
-            programs.append("\n".join(lines))
+            programs.append(apply_mutation(program, m))
     return programs
 
 

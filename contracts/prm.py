@@ -60,7 +60,6 @@ class ScoreResult(BaseModel):
     aggregate: float | None
     """Over code lines with a score; None when there is none."""
     num_tokens: int
-    truncated: bool = False
 
 
 class ScoreResponse(BaseModel):

@@ -54,7 +54,6 @@ class Usage:
     """Completions returned so far, summed over every call (labels report their cost)."""
 
     completions: int = 0
-    requests: int = 0
 
 
 class _Choice(BaseModel):
@@ -138,7 +137,6 @@ class OpenAIBackend:
 
     async def _post(self, path: str, body: dict[str, Any], shape: type[R]) -> R:
         async with self._slots:
-            self.usage.requests += 1
             try:
                 raw = await self._client.post(path, body)
             except ServiceUnavailable as exc:

@@ -50,6 +50,12 @@ class Mutation:
     """The whole mutated line."""
 
 
+def apply_mutation(program: str, mutation: Mutation) -> str:
+    lines = program.split("\n")
+    lines[mutation.line] = mutation.mutated
+    return "\n".join(lines)
+
+
 def mutate_line(program: str, line: int, limit: int = 8) -> list[Mutation]:
     """Up to `limit` distinct, compiling, one-line variants of `program`'s 0-based `line`."""
     try:

@@ -27,8 +27,8 @@ from contracts.lines import split_lines
 from services.labeler.completions import CompletionBackend
 from services.labeler.datasets import Problem
 from services.labeler.labeling import Labeled, LabelingError, code_or_neutral, make_sample
-from services.labeler.mutate import Mutation, mutate_line
-from services.labeler.teacher import Kind, teacher_variants
+from services.labeler.mutate import Mutation, apply_mutation, mutate_line
+from services.labeler.teacher import Kind, load_prompt, teacher_variants
 
 
 async def label_by_mutation(
@@ -63,11 +63,10 @@ async def label_by_mutation(
             "bug": options.variants_per_line,
             "rewrite": options.rewrites_per_line,
         }
+        templates = {kind: load_prompt(kind, prompts_dir) for kind in counts}
         per_line = await asyncio.gather(
             *(
-                teacher_variants(
-                    problem, program, i, teacher, counts, options.sampling, prompts_dir
-                )
+                teacher_variants(problem, program, i, teacher, counts, options.sampling, templates)
                 for i in code_lines
             )
         )
@@ -76,7 +75,9 @@ async def label_by_mutation(
     timeout_s = variant_timeout(options, original.wall_time_s)
     mutants = await executor.evaluate_batch(
         [
-            EvaluateRequest(code=_apply(program, m), tests=problem.tests, timeout_s=timeout_s)
+            EvaluateRequest(
+                code=apply_mutation(program, m), tests=problem.tests, timeout_s=timeout_s
+            )
             for m in variants
         ]
     )
@@ -123,12 +124,6 @@ def variant_timeout(options: MutationOptions, solution_s: float) -> float:
     if options.variant_timeout_factor == 0:
         return options.timeout_s
     return min(options.timeout_s, max(1.0, options.variant_timeout_factor * solution_s))
-
-
-def _apply(program: str, mutation: Mutation) -> str:
-    lines = program.split("\n")
-    lines[mutation.line] = mutation.mutated
-    return "\n".join(lines)
 
 
 def _why(verdict: EvaluateResponse) -> str:

@@ -66,9 +66,10 @@ async def teacher_variants(
     teacher: CompletionBackend,
     counts: dict[Kind, int],
     sampling: SamplingOptions,
-    prompts_dir: Path | None = None,
+    templates: dict[Kind, str],
 ) -> list[Mutation]:
-    """Up to `counts[kind]` distinct, compiling variants of `program`'s 0-based `line`."""
+    """Up to `counts[kind]` distinct, compiling variants of `program`'s 0-based `line`;
+    `templates` are the prompts (`load_prompt`), read once per problem, not once per line."""
     lines = program.split("\n")
     kinds = [kind for kind, n in counts.items() if n > 0]
     replies = await asyncio.gather(
@@ -77,7 +78,7 @@ async def teacher_variants(
                 [
                     {
                         "role": "user",
-                        "content": render(load_prompt(k, prompts_dir), problem, program, line),
+                        "content": render(templates[k], problem, program, line),
                     }
                 ],
                 counts[k],

@@ -71,17 +71,15 @@ async def label_unit(
 async def _label(ctx: dict[str, Any], request: LabelRunRequest, problem: Problem) -> Labeled:
     settings: LabelerSettings = ctx["settings"]
     executor: ExecutorClient = ctx["executor"]
+    # request.backends() says which models this run calls: none or a teacher for mutation,
+    # the policy for the search strategies (LabelRunRequest validates that it is there).
+    backends = [await _backend(ctx, spec) for spec in request.backends()]
     if request.strategy == "mutation":
-        teacher = request.mutation.teacher
+        teacher = backends[0] if backends else None
         return await label_by_mutation(
-            problem,
-            executor,
-            request.mutation,
-            await _backend(ctx, teacher) if teacher else None,
-            settings.prompts_dir,
+            problem, executor, request.mutation, teacher, settings.prompts_dir
         )
-    assert request.policy is not None  # LabelRunRequest validates this
-    policy = await _backend(ctx, request.policy)
+    (policy,) = backends
     if request.strategy == "binary_search":
         return await label_by_binary_search(problem, policy, executor, request.search)
     return await label_by_monte_carlo(problem, policy, executor, request.search)

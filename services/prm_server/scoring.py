@@ -66,7 +66,6 @@ def result(encoded: EncodedLines, scores: list[float | None], aggregate: Aggrega
         line_scores=line_scores,
         aggregate=aggregate_scores(judged, aggregate),
         num_tokens=len(encoded.input_ids),
-        truncated=encoded.truncated,
     )
 
 

@@ -24,9 +24,11 @@ app = typer.Typer(no_args_is_help=True, help="codeprm: line-level process reward
 executor_app = typer.Typer(no_args_is_help=True, help="Sandboxed code-execution service.")
 prm_app = typer.Typer(no_args_is_help=True, help="Process Reward Model scoring server.")
 label_app = typer.Typer(no_args_is_help=True, help="Line-labeling jobs (Redis/arq).")
+train_app = typer.Typer(no_args_is_help=True, help="Training: the PRM, and PPO.")
 app.add_typer(executor_app, name="executor")
 app.add_typer(prm_app, name="prm")
 app.add_typer(label_app, name="label")
+app.add_typer(train_app, name="train")
 
 console = Console(stderr=True)
 
@@ -90,6 +92,66 @@ def prm_tiny(out: Path = typer.Option(..., help="Directory to write the checkpoi
 
     build_tiny_prm(out)
     console.print(f"tiny PRM written to {out}")
+
+
+@train_app.command("prm")
+def train_prm(
+    data: Path = typer.Option(..., help="JSONL: `codeprm label export` or TRL stepwise rows."),
+    base_model: Path = typer.Option(..., help="Causal LM (or PRM) directory to start from."),
+    out: Path = typer.Option(..., help="Directory for the PRM, metrics.jsonl and curves.png."),
+    objective: str = typer.Option("mse", help="mse on +1/0/-1 labels, or bce on 0/1."),
+    epochs: int = typer.Option(3),
+    batch_size: int = typer.Option(8, help="Programs per forward pass."),
+    grad_accum: int = typer.Option(1, help="Forward passes per optimizer step."),
+    lr: float = typer.Option(1e-5, help="Peak learning rate."),
+    warmup_steps: int = typer.Option(10),
+    max_tokens: int = typer.Option(2048, help="Tokens per program, prompt included."),
+    eval_fraction: float = typer.Option(0.1, help="Fraction of problems held out."),
+    eval_every: int = typer.Option(50),
+    save_every: int = typer.Option(100, help="Checkpoint interval; a rerun resumes from it."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    prompt_template: str = typer.Option("{prompt}", help="Text before the code."),
+) -> None:
+    """Train a line-level PRM; rerunning the same command resumes from its checkpoint."""
+    from services.trainer.prm_train import TrainPrmConfig
+    from services.trainer.prm_train import train_prm as run
+
+    configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
+    try:
+        config = TrainPrmConfig.model_validate(
+            dict(
+                data=data,
+                base_model=base_model,
+                out=out,
+                objective=objective,
+                epochs=epochs,
+                batch_size=batch_size,
+                grad_accum=grad_accum,
+                lr=lr,
+                warmup_steps=warmup_steps,
+                max_tokens=max_tokens,
+                eval_fraction=eval_fraction,
+                eval_every=eval_every,
+                save_every=save_every,
+                seed=seed,
+                device=device,
+                prompt_template=prompt_template,
+            )
+        )
+        result = run(config, progress=True)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # incl. ValidationError
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"PRM written to [bold]{result.out}[/] after {result.steps} steps")
+    if result.final is not None:
+        m = result.final
+        auc = "n/a" if m.auc is None else f"{m.auc:.3f}"
+        console.print(
+            f"held-out ({m.programs} programs, {m.lines} lines): line accuracy "
+            f"{m.line_accuracy:.3f}, AUC {auc}, first-error line {m.first_error_accuracy:.3f}"
+        )
+    console.print(f"curves: {result.out / 'curves.png'}")
 
 
 @label_app.command("serve")

@@ -4,47 +4,19 @@ built by the test and loaded with `from_pretrained`."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from codeprm.stack import free_port, wait_ready
 from contracts.lines import split_lines
+from tests.servers import start_prm_server as start
 
 pytestmark = pytest.mark.slow
 
 PROGRAM = "def add(a, b):\n    # sum\n    return a + b\n\n"
-
-
-def start(model: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "codeprm",
-            "prm",
-            "serve",
-            "--model",
-            str(model),
-            "--port",
-            str(port),
-        ],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    if not wait_ready(url, timeout_s=120):
-        proc.kill()
-        raise RuntimeError("PRM server not ready")
-    return proc, url
 
 
 @pytest.fixture(scope="module")

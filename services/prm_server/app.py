@@ -15,9 +15,8 @@ from prometheus_client import CollectorRegistry, Gauge
 from contracts.errors import install_error_handlers
 from contracts.observability import install_observability
 from contracts.prm import ScoreItem
-from services.prm_server.model import load_prm
+from contracts.prm_model import encode, forward, load_prm
 from services.prm_server.routes import router
-from services.prm_server.scoring import encode, forward
 from services.prm_server.settings import PrmSettings
 from services.prm_server.state import Scorer, start_scorer
 

@@ -18,9 +18,9 @@ from contracts.prm import (
     ScoreResponse,
     ScoreResult,
 )
+from contracts.prm_model import LoadedPrm, encode
 from services.prm_server.extract import extract_code
-from services.prm_server.model import LoadedPrm
-from services.prm_server.scoring import encode, result
+from services.prm_server.scoring import result
 from services.prm_server.settings import PrmSettings
 from services.prm_server.state import Scorer
 

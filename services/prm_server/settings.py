@@ -32,8 +32,11 @@ class PrmSettings(ServiceSettings):
     max_items: int = Field(1024, ge=1, description="Items per request (413 above).")
     max_chars: int = Field(200_000, ge=1, description="Characters per item (413 above).")
     max_tokens: int = Field(4096, ge=8, description="Tokens per item, prompt included (413).")
-    token_budget: int = Field(
-        32768, ge=64, description="Padded tokens per forward pass (batch size x longest item)."
+    token_budget: int | None = Field(
+        None,
+        ge=64,
+        description="Padded tokens per forward pass (batch size x longest item). Default: "
+        "32768 on CUDA, where big batches are nearly free, 4096 on CPU, where they are not.",
     )
     max_batch_items: int = Field(256, ge=1, description="Items per forward pass.")
     max_wait_ms: float = Field(

@@ -29,8 +29,7 @@ from transformers.utils import logging as hf_logging
 
 from contracts.geometry import EncodedLines
 from contracts.prm import METADATA_FILE, PrmMetadata, ScoreItem
-from services.prm_server.model import LoadedPrm, resolve_device
-from services.prm_server.scoring import encode, forward
+from contracts.prm_model import LoadedPrm, encode, forward, resolve_device
 from services.trainer.plots import plot_curves
 from services.trainer.prm_data import PrmExample, read_examples, split_by_problem
 from services.trainer.prm_metrics import PrmMetrics, evaluate

@@ -31,11 +31,11 @@ from common import start_executor
 
 from codeprm.scripted_llm import ScriptedLLM
 from contracts.clients import ExecutorClient
+from contracts.datasets import Problem, humaneval
 from contracts.executor import EvaluateRequest
 from contracts.labeler import BackendSpec, LabelRunRequest, MutationOptions, SearchOptions
 from services.labeler.binary_search import first_bad_line
 from services.labeler.completions import OpenAIBackend
-from services.labeler.datasets import Problem, humaneval
 from services.labeler.mutate import apply_mutation, mutate_line
 from services.labeler.prefixes import Prober, code_lines, prefix_through
 from services.labeler.queue import open_store

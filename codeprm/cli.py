@@ -218,9 +218,9 @@ def label_submit(
 
     from pydantic import ValidationError
 
+    from contracts.datasets import DatasetError
     from contracts.labeler import LabelRunRequest
     from services.labeler.completions import BackendUnreachable
-    from services.labeler.datasets import DatasetError
     from services.labeler.queue import open_store
     from services.labeler.settings import LabelerSettings
 

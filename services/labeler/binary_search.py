@@ -26,11 +26,11 @@ import logging
 from collections import Counter
 
 from contracts.clients import ExecutorClient
+from contracts.datasets import Problem
 from contracts.labeler import SearchOptions
 from contracts.labels import LabeledSample
 from contracts.lines import split_lines
 from services.labeler.completions import CompletionBackend
-from services.labeler.datasets import Problem
 from services.labeler.labeling import Labeled, code_or_neutral, make_sample
 from services.labeler.prefixes import Prober, code_lines, prefix_through
 

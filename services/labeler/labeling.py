@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from contracts.datasets import Problem
 from contracts.labels import LabeledSample, Strategy
 from contracts.lines import Line
-from services.labeler.datasets import Problem
 
 
 class LabelingError(RuntimeError):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 
 from contracts.clients import ExecutorClient
+from contracts.datasets import Problem
 from contracts.labeler import SearchOptions
 from contracts.labels import LabeledSample
 from contracts.lines import split_lines
 from services.labeler.completions import CompletionBackend
-from services.labeler.datasets import Problem
 from services.labeler.labeling import Labeled, make_sample
 from services.labeler.prefixes import Prober, code_lines, prefix_through
 

@@ -21,11 +21,11 @@ import asyncio
 from pathlib import Path
 
 from contracts.clients import ExecutorClient
+from contracts.datasets import Problem
 from contracts.executor import EvaluateRequest, EvaluateResponse
 from contracts.labeler import MutationOptions
 from contracts.lines import split_lines
 from services.labeler.completions import CompletionBackend
-from services.labeler.datasets import Problem
 from services.labeler.labeling import Labeled, LabelingError, code_or_neutral, make_sample
 from services.labeler.mutate import Mutation, apply_mutation, mutate_line
 from services.labeler.teacher import Kind, load_prompt, teacher_variants

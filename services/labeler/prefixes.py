@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.clients import ExecutorClient
+from contracts.datasets import Problem
 from contracts.executor import EvaluateRequest
 from contracts.labeler import SearchOptions
 from contracts.lines import Line, split_lines
 from services.labeler.completions import CompletionBackend
-from services.labeler.datasets import Problem
 
 
 def code_lines(completion: str) -> list[Line]:

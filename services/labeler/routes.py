@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from contracts.datasets import DatasetError
 from contracts.errors import BadInput, NotFound
 from contracts.labeler import LabelRunInfo, LabelRunRequest
 from services.labeler.completions import BackendUnreachable
-from services.labeler.datasets import DatasetError
 from services.labeler.runs import RunNotFound, RunStore
 from services.labeler.settings import LabelerSettings
 

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 
+from contracts.datasets import load_problems
 from contracts.labeler import LabelRunInfo, LabelRunRequest
 from services.labeler.completions import check_reachable
-from services.labeler.datasets import load_problems
 from services.labeler.labeling import Labeled
 
 T = TypeVar("T")

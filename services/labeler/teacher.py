@@ -18,9 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from contracts.datasets import Problem
 from contracts.labeler import SamplingOptions
 from services.labeler.completions import CompletionBackend
-from services.labeler.datasets import Problem
 from services.labeler.mutate import Mutation
 
 Kind = Literal["bug", "rewrite"]

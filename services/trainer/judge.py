@@ -1,0 +1,99 @@
+"""The rewards' inputs for a batch of rollouts, from the executor and the PRM server over HTTP.
+
+Both services are called at once for the whole batch. Transient failures (connection errors,
+429/5xx) are retried with backoff by the clients; what still fails raises `RewardUnavailable`
+and the step fails loudly: a reward silently replaced by zero would train the policy on a lie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from contracts.clients import ExecutorClient, PrmClient, ServiceRejected, ServiceUnavailable
+from contracts.executor import EvaluateRequest, EvaluateResponse
+from contracts.prm import LineScore, ScoreItem, ScoreResult
+from services.trainer.rollout import Rollout
+
+T = TypeVar("T")
+
+
+class RewardUnavailable(RuntimeError):
+    """A reward service failed after its retries; the step cannot be rewarded."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    pass_rate: float
+    line_scores: list[LineScore] | None
+    """The PRM's scores of the response's lines (None when the run has no dense rewards)."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdicts: list[Verdict]
+    executor_s: float
+    prm_s: float
+
+
+class Judge(Protocol):
+    async def judge(self, rollouts: Sequence[Rollout]) -> Judgement: ...
+
+
+@dataclass
+class ServiceJudge:
+    executor_url: str
+    prm_url: str | None
+    """None: no PRM calls (outcome and value_init modes)."""
+    prm_api_key: str | None = None
+    retries: int = 4
+    execution_timeout_s: float = 10.0
+
+    async def judge(self, rollouts: Sequence[Rollout]) -> Judgement:
+        requests = [
+            EvaluateRequest(
+                code=r.problem.program(r.text),
+                tests=r.problem.tests,
+                timeout_s=self.execution_timeout_s,
+            )
+            for r in rollouts
+        ]
+        items = [ScoreItem(prompt=r.problem.prompt, code=r.text) for r in rollouts]
+        async with ExecutorClient(self.executor_url, retries=self.retries, timeout_s=600) as ex:
+            if self.prm_url is None:
+                (verdicts, executor_s) = await _timed("executor", ex.evaluate_batch(requests))
+                scores: list[ScoreResult] | None = None
+                prm_s = 0.0
+            else:
+                async with PrmClient(
+                    self.prm_url, retries=self.retries, api_key=self.prm_api_key, timeout_s=600
+                ) as prm:
+                    (verdicts, executor_s), (scores, prm_s) = await asyncio.gather(
+                        _timed("executor", ex.evaluate_batch(requests)),
+                        _timed("PRM server", prm.score(items)),
+                    )
+        return Judgement(_verdicts(verdicts, scores), executor_s, prm_s)
+
+
+def _verdicts(results: list[EvaluateResponse], scores: list[ScoreResult] | None) -> list[Verdict]:
+    return [
+        Verdict(
+            passed=result.passed,
+            pass_rate=result.pass_rate,
+            line_scores=None if scores is None else scores[i].line_scores,
+        )
+        for i, result in enumerate(results)
+    ]
+
+
+async def _timed(service: str, call: Awaitable[T]) -> tuple[T, float]:
+    start = time.perf_counter()
+    try:
+        value = await call
+    except (ServiceUnavailable, ServiceRejected) as exc:
+        raise RewardUnavailable(f"{service}: {exc}") from exc
+    return value, time.perf_counter() - start

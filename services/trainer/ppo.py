@@ -1,0 +1,537 @@
+"""PPO for a code policy with unit-test and PRM line rewards (PSGPO), in the order it runs.
+
+One step: sample K rollouts for each of a few prompts -> judge them (executor and PRM server,
+concurrently, over HTTP) -> old log-probabilities, reference log-probabilities and values ->
+per-token rewards (outcome at the last token, dense PRM rewards at line ends, KL penalty on
+every token) -> GAE -> a few epochs of clipped policy and value updates on minibatches.
+
+The critic is a backbone with a scalar head: a PRM checkpoint (`value_init`: the PRM already
+predicts whether a prefix can still pass, which is what the value of that prefix is about) or
+the policy's backbone with a fresh head. Checkpoints hold both models, both optimizers and the
+step; a step is a pure function of (seed, step) apart from sampling, so a resumed run goes on
+where the checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from contracts.datasets import Problem, load_problems
+from contracts.lines import split_lines
+from contracts.prm_model import resolve_device
+from services.trainer import ppo_core
+from services.trainer.judge import Judge, Judgement, ServiceJudge
+from services.trainer.plots import plot_curves
+from services.trainer.ppo_config import PpoConfig
+from services.trainer.ppo_rewards import line_rewards, outcome_reward
+from services.trainer.rollout import Rollout, Sampling, generate
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+METRICS = "metrics.jsonl"
+SAMPLES = "samples.jsonl"
+Row = dict[str, Any]
+
+
+@dataclass
+class Models:
+    tokenizer: Any
+    policy: Any
+    reference: Any
+    critic: Any
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class PpoResult:
+    out: Path
+    steps: int
+    history: list[Row]
+
+
+def train_ppo(
+    config: PpoConfig, *, judge: Judge | None = None, progress: bool = False
+) -> PpoResult:
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(config.seed)
+    checkpoint = config.out / CHECKPOINT
+    resuming = (checkpoint / "state.pt").is_file()
+    models = load_models(config, checkpoint if resuming else None)
+    problems = load_problems(config.dataset)[: config.limit_problems]
+    policy_opt = torch.optim.AdamW(models.policy.parameters(), lr=config.policy_lr)
+    critic_opt = torch.optim.AdamW(models.critic.parameters(), lr=config.critic_lr)
+    step = 0
+    if resuming:
+        state = torch.load(checkpoint / "state.pt", weights_only=False)
+        policy_opt.load_state_dict(state["policy_opt"])
+        critic_opt.load_state_dict(state["critic_opt"])
+        step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed", extra={"step": step, "checkpoint": str(checkpoint)})
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "config.json").write_text(config.model_dump_json(indent=2))
+    history = _history(config.out / METRICS, step)
+    judge = judge or ServiceJudge(
+        executor_url=config.executor_url,
+        prm_url=config.prm_url if config.dense else None,
+        prm_api_key=config.prm_api_key,
+        retries=config.service_retries,
+        execution_timeout_s=config.execution_timeout_s,
+    )
+    columns = (
+        TextColumn("[bold]ppo"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("ppo", total=config.steps, completed=step, status="")
+        while step < config.steps:
+            step += 1
+            row, rollouts, judgement = ppo_step(
+                models, policy_opt, critic_opt, config, judge, step, problems
+            )
+            _append(config.out / METRICS, row)
+            history.append(row)
+            _log_samples(config, step, rollouts, judgement)
+            log.info("step", extra=row)
+            bar.update(
+                task,
+                advance=1,
+                status=f"reward {row['reward/total']:+.3f}  pass {row['reward/pass_rate']:.2f}",
+            )
+            if config.collect is not None and step % config.collect.every == 0:
+                asyncio.run(_collect(config, step, rollouts, judgement))
+            if step % config.save_every == 0 and step < config.steps:
+                save_checkpoint(models, policy_opt, critic_opt, step, config)
+    _save_final(models, config, history)
+    return PpoResult(config.out, config.steps, history)
+
+
+# ---------------------------------------------------------------- models
+
+
+def load_models(config: PpoConfig, checkpoint: Path | None) -> Models:
+    device = resolve_device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(config.policy)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    policy_dir = checkpoint / "policy" if checkpoint else config.policy
+    # fp32 master weights; the forward passes run under bf16 autocast on a GPU.
+    policy = _load(AutoModelForCausalLM, policy_dir, device)
+    reference = _load(AutoModelForCausalLM, config.policy, device)
+    reference.eval().requires_grad_(False)
+    if checkpoint:
+        critic_dir = checkpoint / "critic"
+    elif config.prm_value_init:
+        assert config.value_init is not None
+        critic_dir = config.value_init
+        _check_same_tokenizer(tokenizer, critic_dir)
+    else:
+        critic_dir = config.policy  # the policy's backbone with a fresh scalar head
+    critic = _load(
+        AutoModelForTokenClassification,
+        critic_dir,
+        device,
+        num_labels=1,
+        ignore_mismatched_sizes=True,
+    )
+    return Models(tokenizer, policy, reference, critic, device)
+
+
+def _load(auto_class: Any, path: Path, device: torch.device, **options: Any) -> Any:
+    return auto_class.from_pretrained(path, dtype=torch.float32, **options).to(device)
+
+
+def _check_same_tokenizer(tokenizer: Any, prm_dir: Path) -> None:
+    other = AutoTokenizer.from_pretrained(prm_dir)
+    if other.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(
+            f"value_init {prm_dir}: its tokenizer differs from the policy's; the critic reads "
+            "the policy's tokens, so the PRM must share the policy's tokenizer"
+        )
+
+
+# ---------------------------------------------------------------- one step
+
+
+def ppo_step(
+    models: Models,
+    policy_opt: torch.optim.Optimizer,
+    critic_opt: torch.optim.Optimizer,
+    config: PpoConfig,
+    judge: Judge,
+    step: int,
+    problems: list[Problem],
+) -> tuple[Row, list[Rollout], Judgement]:
+    started = time.perf_counter()
+    chosen = random.Random(config.seed * 1_000_003 + step).sample(
+        problems, min(config.prompts_per_step, len(problems))
+    )
+    models.policy.eval()
+    sampling = Sampling(config.max_new_tokens, config.temperature, config.top_p, tuple(config.stop))
+    rollouts = generate(
+        models.policy, models.tokenizer, chosen, config.samples_per_prompt, sampling, models.device
+    )
+    generated = time.perf_counter()
+    judgement = asyncio.run(judge.judge(rollouts))
+    judged = time.perf_counter()
+
+    batch = build_batch(rollouts, models.tokenizer.pad_token_id, models.device)
+    mask = batch.mask
+    with torch.no_grad():
+        old_logprobs, _ = _policy_outputs(models.policy, batch, models.device)
+        ref_logprobs, _ = _policy_outputs(models.reference, batch, models.device)
+        old_values = _values(models.critic, batch, models.device)
+    scores, outcomes, dense_sums = _rewards(rollouts, judgement, config, mask.shape[1])
+    kl = (old_logprobs - ref_logprobs) * mask
+    rewards = scores.to(models.device) - config.kl_coef * kl
+    advantages, returns = ppo_core.gae(rewards, old_values, mask, config.gamma, config.gae_lambda)
+    if config.whiten_advantages:
+        advantages = ppo_core.masked_whiten(advantages, mask)
+
+    stats = _update(
+        models, policy_opt, critic_opt, config, batch, old_logprobs, old_values, advantages, returns
+    )
+    finished = time.perf_counter()
+    passed = [v.passed for v in judgement.verdicts]
+    lines = [split_lines(r.text) for r in rollouts]
+    code_lines = [sum(line.kind == "code" for line in ls) for ls in lines]
+    comment_lines = sum(line.kind == "comment" for ls in lines for line in ls)
+    row: Row = {
+        "step": step,
+        "reward/total": float(scores.sum(1).mean()),
+        "reward/outcome": sum(outcomes) / len(outcomes),
+        "reward/dense": sum(dense_sums) / len(dense_sums),
+        "reward/pass_rate": sum(passed) / len(passed),
+        "policy/kl_to_reference": float(kl.sum(1).mean()),  # per rollout
+        **stats,
+        "rollout/response_tokens": float(mask.sum(1).mean()),
+        "rollout/unfinished": sum(not r.finished for r in rollouts) / len(rollouts),
+        "rollout/code_lines": sum(code_lines) / len(code_lines),
+        "rollout/comment_ratio": comment_lines / max(1, comment_lines + sum(code_lines)),
+        "time/generate_s": generated - started,
+        "time/rewards_s": judged - generated,
+        "time/executor_s": judgement.executor_s,
+        "time/prm_s": judgement.prm_s,
+        "time/update_s": finished - judged,
+        "time/step_s": finished - started,
+    }
+    return row, rollouts, judgement
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor  # (N, P + T): prompts left-padded to P, responses right-padded to T
+    attention_mask: torch.Tensor  # (N, P + T)
+    position_ids: torch.Tensor  # (N, P + T)
+    prompt_width: int  # P
+    tokens: torch.Tensor  # (N, T) response tokens
+    mask: torch.Tensor  # (N, T) 1 on response tokens
+
+    def rows(self, index: torch.Tensor) -> Batch:
+        return Batch(
+            self.input_ids[index],
+            self.attention_mask[index],
+            self.position_ids[index],
+            self.prompt_width,
+            self.tokens[index],
+            self.mask[index],
+        )
+
+
+def build_batch(rollouts: list[Rollout], pad_id: int, device: torch.device) -> Batch:
+    width = max(len(r.prompt_ids) for r in rollouts)
+    length = max(len(r.response_ids) for r in rollouts)
+    ids = torch.full((len(rollouts), width + length), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for i, r in enumerate(rollouts):
+        ids[i, width - len(r.prompt_ids) : width] = torch.tensor(r.prompt_ids)
+        ids[i, width : width + len(r.response_ids)] = torch.tensor(r.response_ids)
+        attention[i, width - len(r.prompt_ids) : width + len(r.response_ids)] = 1
+    # Left padding shifts positions; count them from each row's first real token.
+    positions = (attention.cumsum(1) - 1).clamp(min=0)
+    return Batch(
+        ids.to(device),
+        attention.to(device),
+        positions.to(device),
+        width,
+        ids[:, width:].to(device),
+        attention[:, width:].float().to(device),
+    )
+
+
+@contextmanager
+def _autocast(device: torch.device) -> Iterator[None]:
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        yield
+
+
+def _policy_outputs(
+    model: Any, batch: Batch, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities and entropies of the response tokens, (N, T)."""
+    with _autocast(device):
+        logits = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+        ).logits
+    p, t = batch.prompt_width, batch.tokens.shape[1]
+    # The logits at position i predict token i + 1.
+    return ppo_core.logprobs_and_entropy(logits[:, p - 1 : p - 1 + t], batch.tokens)
+
+
+def _values(model: Any, batch: Batch, device: torch.device) -> torch.Tensor:
+    """V(state before response token t), read at the token before it, (N, T); a PRM reads a
+    prefix's score at its last token, so `value_init` starts the critic at the PRM's reading."""
+    with _autocast(device):
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+        ).logits[..., 0]
+    p, t = batch.prompt_width, batch.tokens.shape[1]
+    values: torch.Tensor = out[:, p - 1 : p - 1 + t].float() * batch.mask
+    return values
+
+
+def _rewards(
+    rollouts: list[Rollout], judgement: Judgement, config: PpoConfig, width: int
+) -> tuple[torch.Tensor, list[float], list[float]]:
+    """Per-token rewards before the KL penalty (N, T), and the outcome and dense parts."""
+    scores = torch.zeros((len(rollouts), width))
+    outcomes, dense_sums = [], []
+    for i, (rollout, verdict) in enumerate(zip(rollouts, judgement.verdicts, strict=True)):
+        n = len(rollout.response_ids)
+        if config.dense:
+            if verdict.line_scores is None:
+                raise ValueError("dense rewards need the PRM's line scores")
+            lam = config.lam_pass if verdict.passed else config.lam_fail
+            dense = line_rewards(
+                verdict.line_scores, rollout.offsets, lam, config.dense_variant, config.clip_eta
+            )
+            scores[i, :n] = torch.tensor(dense)
+            dense_sums.append(sum(dense))
+        else:
+            dense_sums.append(0.0)
+        outcome = outcome_reward(
+            verdict.passed,
+            verdict.pass_rate,
+            config.outcome,
+            config.pass_reward,
+            config.fail_reward,
+        )
+        scores[i, n - 1] += outcome
+        outcomes.append(outcome)
+    return scores, outcomes, dense_sums
+
+
+def _update(
+    models: Models,
+    policy_opt: torch.optim.Optimizer,
+    critic_opt: torch.optim.Optimizer,
+    config: PpoConfig,
+    batch: Batch,
+    old_logprobs: torch.Tensor,
+    old_values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+) -> Row:
+    models.policy.train()
+    models.critic.train()
+    sums: dict[str, float] = {}
+    count = 0
+    n = batch.tokens.shape[0]
+    generator = torch.Generator().manual_seed(config.seed)
+    for _ in range(config.ppo_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.minibatch_size):
+            index = order[start : start + config.minibatch_size].to(models.device)
+            mb = batch.rows(index)
+            mask = mb.mask
+            logprobs, entropy = _policy_outputs(models.policy, mb, models.device)
+            pg_loss, clip_fraction, approx_kl = ppo_core.policy_loss(
+                logprobs, old_logprobs[index], advantages[index], mask, config.clip_ratio
+            )
+            mean_entropy = ppo_core.masked_mean(entropy, mask)
+            (pg_loss - config.entropy_coef * mean_entropy).backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(models.policy.parameters(), config.max_grad_norm)
+            policy_opt.step()
+            policy_opt.zero_grad(set_to_none=True)
+
+            values = _values(models.critic, mb, models.device)
+            v_loss, v_clip = ppo_core.value_loss(
+                values, old_values[index], returns[index], mask, config.value_clip
+            )
+            v_loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(models.critic.parameters(), config.max_grad_norm)
+            critic_opt.step()
+            critic_opt.zero_grad(set_to_none=True)
+
+            for key, value in (
+                ("loss/policy", pg_loss),
+                ("loss/value", v_loss),
+                ("policy/entropy", mean_entropy),
+                ("policy/clip_fraction", clip_fraction),
+                ("policy/approx_kl", approx_kl),
+                ("value/clip_fraction", v_clip),
+            ):
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            count += 1
+    stats = {key: total / count for key, total in sums.items()}
+    stats["value/explained_variance"] = _explained_variance(old_values, returns, batch.mask)
+    return stats
+
+
+def _explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns): how much the critic already knew."""
+    var = ppo_core.masked_mean((returns - ppo_core.masked_mean(returns, mask)) ** 2, mask)
+    err = returns - values
+    var_err = ppo_core.masked_mean((err - ppo_core.masked_mean(err, mask)) ** 2, mask)
+    return float(1 - var_err / var) if var > 0 else 0.0
+
+
+# ---------------------------------------------------------------- data collection
+
+
+async def _collect(
+    config: PpoConfig, step: int, rollouts: list[Rollout], judgement: Judgement
+) -> None:
+    """Failing rollouts of this step -> a binary_search labeling run of the labeler."""
+    from contracts.clients import ServiceClient
+    from contracts.labeler import LabelRunRequest, SearchOptions
+
+    assert config.collect is not None
+    failing: dict[str, tuple[Problem, list[str]]] = {}
+    for rollout, verdict in zip(rollouts, judgement.verdicts, strict=True):
+        if not verdict.passed and rollout.text.strip():
+            entry = failing.setdefault(rollout.problem.problem_id, (rollout.problem, []))
+            entry[1].append(rollout.text)
+    if not failing:
+        return
+    path = config.collect.shared_dir / f"{config.out.name}-step{step}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join(
+            problem.model_copy(update={"candidates": texts}).model_dump_json() + "\n"
+            for problem, texts in failing.values()
+        )
+    )
+    request = LabelRunRequest(
+        strategy="binary_search",
+        dataset=str(path),
+        policy=config.collect.policy,
+        search=SearchOptions(k=config.collect.k),
+    )
+    async with ServiceClient(config.collect.labeler_url) as labeler:
+        info = await labeler.post("/v1/runs", request.model_dump(exclude_none=True))
+    log.info("labeling run submitted", extra={"step": step, "run_id": info["run_id"]})
+    _append(
+        config.out / "collect.jsonl",
+        {"step": step, "run_id": info["run_id"], "problems": str(path)},
+    )
+
+
+# ---------------------------------------------------------------- files
+
+
+def _append(path: Path, row: Row) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _history(path: Path, step: int) -> list[Row]:
+    """Rows up to `step`; a crashed run's rows after its last checkpoint are dropped."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if r["step"] <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def _log_samples(
+    config: PpoConfig, step: int, rollouts: list[Rollout], judgement: Judgement
+) -> None:
+    for rollout, verdict in list(zip(rollouts, judgement.verdicts, strict=True))[
+        : config.samples_logged
+    ]:
+        _append(
+            config.out / SAMPLES,
+            {
+                "step": step,
+                "problem_id": rollout.problem.problem_id,
+                "prompt": rollout.problem.prompt,
+                "code": rollout.text,
+                "passed": verdict.passed,
+                "line_scores": None
+                if verdict.line_scores is None
+                else [s.model_dump() for s in verdict.line_scores],
+            },
+        )
+
+
+def save_checkpoint(
+    models: Models,
+    policy_opt: torch.optim.Optimizer,
+    critic_opt: torch.optim.Optimizer,
+    step: int,
+    config: PpoConfig,
+) -> None:
+    # Written beside the old one and swapped in: a crash mid-save keeps the old one usable.
+    final = config.out / CHECKPOINT
+    staging = config.out / (CHECKPOINT + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    models.policy.save_pretrained(staging / "policy")
+    models.critic.save_pretrained(staging / "critic")
+    torch.save(
+        {
+            "policy_opt": policy_opt.state_dict(),
+            "critic_opt": critic_opt.state_dict(),
+            "step": step,
+            "torch_rng": torch.get_rng_state(),
+        },
+        staging / "state.pt",
+    )
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    log.info("checkpoint saved", extra={"step": step, "path": str(final)})
+
+
+def _save_final(models: Models, config: PpoConfig, history: list[Row]) -> None:
+    models.policy.save_pretrained(config.out / "policy")
+    models.tokenizer.save_pretrained(config.out / "policy")
+    models.critic.save_pretrained(config.out / "critic")
+    plot_run(history, config.out)
+    shutil.rmtree(config.out / CHECKPOINT, ignore_errors=True)
+
+
+def plot_run(history: list[Row], out: Path) -> Path:
+    return plot_curves(
+        history,
+        out / "curves.png",
+        [
+            ("reward", ["reward/total", "reward/outcome", "reward/dense", "reward/pass_rate"]),
+            ("policy", ["policy/kl_to_reference", "policy/entropy", "policy/clip_fraction"]),
+            ("value", ["loss/value", "value/explained_variance"]),
+            ("time per step (s)", ["time/generate_s", "time/rewards_s", "time/update_s"]),
+        ],
+    )

@@ -154,6 +154,76 @@ def train_prm(
     console.print(f"curves: {result.out / 'curves.png'}")
 
 
+@train_app.command("ppo")
+def train_ppo(
+    config: Path = typer.Option(..., help="YAML config (services/trainer/ppo_config.py)."),
+    out: Path | None = typer.Option(None, help="Run directory (overrides the config's)."),
+    steps: int | None = typer.Option(None, help="Steps (overrides the config's)."),
+    mode: str | None = typer.Option(
+        None, help="outcome | dense | value_init | dense+value_init (overrides the config's)."
+    ),
+) -> None:
+    """PPO with executor and PRM rewards; rerunning the same command resumes the run."""
+    from services.trainer.judge import RewardUnavailable
+    from services.trainer.ppo import train_ppo as run
+    from services.trainer.ppo_config import load_config
+
+    configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
+    try:
+        settings = load_config(config, out=out, steps=steps, mode=mode)
+        result = run(settings, progress=True)
+    except RewardUnavailable as exc:
+        console.print(f"[red]step failed, no reward:[/] {exc}")
+        console.print("the run resumes from its last checkpoint when this command is rerun")
+        raise typer.Exit(1) from None
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"run written to [bold]{result.out}[/] ({result.steps} steps)")
+    console.print(f"plots: {result.out / 'curves.png'}; report: codeprm report {result.out}")
+
+
+@app.command("eval")
+def eval_policy(
+    model: Path = typer.Option(..., help="Policy checkpoint directory."),
+    dataset: str = typer.Option("humaneval", help="'humaneval' or a problems JSONL."),
+    executor: str = typer.Option("http://127.0.0.1:8100", help="Executor URL."),
+    limit: int | None = typer.Option(None, help="First N problems only."),
+    max_new_tokens: int = typer.Option(256),
+    long_tokens: int = typer.Option(100, help="Length split: responses above are 'long'."),
+    device: str = typer.Option("auto"),
+    out: Path | None = typer.Option(None, help="Write per-problem results (JSONL) here."),
+) -> None:
+    """pass@1 through the executor (greedy), split by response length."""
+    from services.trainer.evaluate import evaluate_policy
+
+    configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
+    report = evaluate_policy(
+        model,
+        dataset,
+        executor,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        long_tokens=long_tokens,
+        device=device,
+        out=out,
+    )
+    table = Table("responses", "problems", "passed", "pass@1")
+    for name, bucket in {"all": report.overall, **report.by_length}.items():
+        rate = "-" if bucket.pass_at_1 is None else f"{bucket.pass_at_1:.3f}"
+        table.add_row(name, str(bucket.problems), str(bucket.passed), rate)
+    Console().print(table)
+
+
+@app.command("report")
+def report(run: Path = typer.Argument(..., help="A PPO run directory.")) -> None:
+    """PNG plots and an HTML page (programs with lines coloured by PRM score) for a run."""
+    from services.trainer.report import write_report
+
+    page = write_report(run)
+    console.print(f"report: {page}")
+
+
 @label_app.command("serve")
 def label_serve(host: str | None = HostOpt, port: int | None = PortOpt) -> None:
     """Run the labeler HTTP API (settings: CODEPRM_LABELER_*, REDIS_URL)."""
@@ -434,8 +504,20 @@ def up(
 
 
 @app.command()
-def demo() -> None:
-    """The end-to-end demo: bring the stack up, check every service, shut it down."""
-    from codeprm.demo import run_demo
+def demo(
+    out: Path = typer.Option(Path("demo-run"), help="Where everything the demo makes goes."),
+    base_model: Path | None = typer.Option(
+        None, help="A real causal-LM checkpoint instead of the tiny offline one (use a GPU)."
+    ),
+    problems: int = typer.Option(80, help="HumanEval problems to label and train on."),
+    ppo_steps: int = typer.Option(8),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    quick: bool = typer.Option(False, help="Smaller everything (about a minute)."),
+) -> None:
+    """The end-to-end pipeline: stack, labeling, PRM training, PPO, evaluation, report."""
+    from codeprm.demo import DemoOptions, run_demo
 
-    raise typer.Exit(run_demo(_stack_config(executor_port=0, prm_port=0, labeler_port=0), console))
+    configure_logging("demo", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
+    options = DemoOptions(out, base_model, problems, ppo_steps, device, quick)
+    config = _stack_config(executor_port=0, prm_port=0, labeler_port=0)
+    raise typer.Exit(run_demo(config, console, options))

@@ -442,7 +442,7 @@ async def _collect(
         search=SearchOptions(k=config.collect.k),
     )
     async with ServiceClient(config.collect.labeler_url) as labeler:
-        info = await labeler.post("/v1/runs", request.model_dump(exclude_none=True))
+        info = await labeler.post("/v1/label/runs", request.model_dump(exclude_none=True))
     log.info("labeling run submitted", extra={"step": step, "run_id": info["run_id"]})
     _append(
         config.out / "collect.jsonl",

@@ -1,0 +1,48 @@
+"""`codeprm demo --quick` as a user runs it: the whole pipeline, real services, real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REDIS_URL
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path: Path, redis_namespace: str) -> None:
+    out = tmp_path / "demo"
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "CODEPRM_LABELER_QUEUE_NAME": redis_namespace,
+        "CODEPRM_CACHE": str(tmp_path / "cache"),
+        "COLUMNS": "120",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "codeprm", "demo", "--quick", "--out", str(out), "--device", "cpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "demo passed" in output
+
+    labels = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert {row["strategy"] for row in labels} == {"mutation", "binary_search"}
+    assert (out / "prm" / "codeprm_prm.json").is_file()
+    assert (out / "prm" / "curves.png").is_file()
+    steps = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2]
+    assert all(s["time/prm_s"] > 0 and s["time/executor_s"] > 0 for s in steps)
+    page = (out / "ppo" / "report" / "index.html").read_text()
+    assert "background:rgba" in page  # lines coloured by PRM score
+    assert len((out / "eval.jsonl").read_text().splitlines()) == 8

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 from common import start_executor
-from prm_server import SHAPES
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, Qwen2Config
+from prm_server import SHAPES, shape_config
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 from codeprm.stack import free_port, wait_ready
 from codeprm.tiny import build_tokenizer
@@ -31,21 +31,9 @@ from services.trainer.ppo_config import PpoConfig
 
 
 def build_models(shape: str, root: Path) -> tuple[Path, Path]:
-    hidden, layers, heads, kv, mlp = SHAPES[shape]
+    """A policy and a PRM of one shape, sharing one tokenizer (value_init needs that)."""
     tokenizer = build_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=mlp,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        num_labels=1,
-    )
+    config = shape_config(shape, tokenizer)
     torch.manual_seed(0)
     for name, auto in (("policy", AutoModelForCausalLM), ("prm", AutoModelForTokenClassification)):
         auto.from_config(config).save_pretrained(root / name)

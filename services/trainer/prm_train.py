@@ -12,7 +12,6 @@ checkpoint holds the model, the optimizer and the step.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -33,6 +32,7 @@ from contracts.prm_model import LoadedPrm, encode, forward, resolve_device
 from services.trainer.plots import plot_curves
 from services.trainer.prm_data import PrmExample, read_examples, split_by_problem
 from services.trainer.prm_metrics import PrmMetrics, evaluate
+from services.trainer.runlog import append_row, rows_until
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed", extra={"step": step, "checkpoint": str(checkpoint)})
     config.out.mkdir(parents=True, exist_ok=True)
-    history = _history(config.out / METRICS, step)
+    history = rows_until(config.out / METRICS, step)
     log.info(
         "training",
         extra={
@@ -311,24 +311,13 @@ def _status(row: dict[str, float | int | None]) -> str:
 # ---------------------------------------------------------------- files
 
 
-def _history(path: Path, step: int) -> list[dict[str, float | int | None]]:
-    """Rows up to `step`; rows a crashed run logged after its last checkpoint are dropped."""
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in rows if r["step"] <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    return kept
-
-
 def _log_row(
     config: TrainPrmConfig,
     history: list[dict[str, float | int | None]],
     row: dict[str, float | int | None],
 ) -> None:
     history.append(row)
-    with (config.out / METRICS).open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_row(config.out / METRICS, row)
     log.info("step", extra=row)
 
 

@@ -1,0 +1,25 @@
+"""A run's JSONL logs (metrics, samples): appended row by row, trimmed on resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def append_row(path: Path, row: Row) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def rows_until(path: Path, step: int) -> list[Row]:
+    """The rows up to `step`, and the file cut back to them: rows a crashed run logged after
+    its last checkpoint would otherwise appear twice once the resumed run logs them again."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if r["step"] <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept

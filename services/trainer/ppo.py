@@ -86,6 +86,7 @@ def train_ppo(
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "config.json").write_text(config.model_dump_json(indent=2))
     history = rows_until(config.out / METRICS, step)
+    tensorboard = _tensorboard(config.out)
     judge = judge or ServiceJudge(
         executor_url=config.executor_url,
         prm_url=config.prm_url if config.dense else None,
@@ -109,6 +110,10 @@ def train_ppo(
             )
             append_row(config.out / METRICS, row)
             history.append(row)
+            if tensorboard is not None:
+                for key, value in row.items():
+                    if key != "step":
+                        tensorboard.add_scalar(key, value, step)
             _log_samples(config, step, rollouts, judgement)
             log.info("step", extra=row)
             bar.update(
@@ -120,8 +125,19 @@ def train_ppo(
                 asyncio.run(_collect(config, step, rollouts, judgement))
             if step % config.save_every == 0 and step < config.steps:
                 save_checkpoint(models, policy_opt, critic_opt, step, config)
+    if tensorboard is not None:
+        tensorboard.close()
     _save_final(models, config, history)
     return PpoResult(config.out, config.steps, history)
+
+
+def _tensorboard(out: Path) -> Any:
+    """A TensorBoard writer under OUT/tensorboard when the package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 # ---------------------------------------------------------------- models

@@ -1,0 +1,75 @@
+"""On-policy PRM data: a step's failing rollouts become a binary_search run of the real labeler,
+which a worker then labels with the policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from codeprm.stack import free_port, wait_ready
+from codeprm.tiny import build_tiny_policy
+from contracts.datasets import humaneval
+from contracts.labeler import BackendSpec
+from services.trainer.judge import Judgement, Verdict
+from services.trainer.ppo import _collect
+from services.trainer.ppo_config import CollectConfig, PpoConfig
+from services.trainer.rollout import Rollout
+from tests.contained import ContainedExecutor, require_isolation
+from tests.labeler.test_runs import codeprm, labeler_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_failing_rollouts_are_submitted_and_labeled(
+    contained_executor: ContainedExecutor, redis_namespace: str, tmp_path: Path
+) -> None:
+    require_isolation(contained_executor)
+    policy = build_tiny_policy(tmp_path / "policy")
+    problems = humaneval()[:2]
+    rollouts = [
+        Rollout(p, [1], [2, 3], text, [(0, 1), (1, len(text))], True)
+        for p in problems
+        for text in ("    x = 1\n    return None\n", p.solution or "")
+    ]
+    verdicts = [Verdict(passed=i % 2 == 1, pass_rate=0.0, line_scores=None) for i in range(4)]
+    port = free_port()
+    env = labeler_env(redis_namespace, contained_executor.url)
+    config = PpoConfig(
+        policy=policy,
+        dataset="humaneval",
+        out=tmp_path / "run",
+        mode="outcome",
+        collect=CollectConfig(
+            every=1,
+            labeler_url=f"http://127.0.0.1:{port}",
+            shared_dir=tmp_path / "shared",
+            policy=BackendSpec(kind="hf", model=str(policy)),
+            k=2,
+        ),
+    )
+    config.out.mkdir()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "codeprm", "label", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_ready(f"http://127.0.0.1:{port}", timeout_s=30)
+        asyncio.run(_collect(config, 5, rollouts, Judgement(verdicts, 0.0, 0.0)))
+        submitted = json.loads((config.out / "collect.jsonl").read_text())
+        rows = [json.loads(r) for r in Path(submitted["problems"]).read_text().splitlines()]
+        assert [r["candidates"] for r in rows] == [["    x = 1\n    return None\n"]] * 2
+        codeprm("label", "worker", "--burst", env=env, timeout=600)
+        info = httpx.get(f"http://127.0.0.1:{port}/v1/label/runs/{submitted['run_id']}").json()
+    finally:
+        api.terminate()
+        api.wait(30)
+    assert info["strategy"] == "binary_search" and info["total"] == 2
+    assert info["done"] == 2 and info["samples"] == 2, info

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from contracts.lines import split_lines
 from contracts.prm import LineScore
 
 STYLE = """
@@ -33,7 +34,9 @@ def program_html(
     """One `<div>` per line; scored code lines get a background from red (low) to green."""
     by_line = {s.line: s for s in line_scores or []}
     rows = []
-    for index, text in enumerate(code.splitlines() or [""]):
+    # The line numbering of the scores themselves (`contracts/lines.py`), not str.splitlines,
+    # which also splits at form feeds and other separators a PRM does not treat as lines.
+    for index, text in enumerate([line.text for line in split_lines(code)] or [""]):
         scored = by_line.get(index)
         style, label, kind = "", "", "code"
         if scored is not None:

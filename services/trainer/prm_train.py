@@ -150,30 +150,30 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("train", total=total, completed=step, status="")
         if step == 0 and held_out:
-            _log_row(config, history, {"step": 0} | _eval_row(prm, held_out, config, threshold))
+            start_metrics = _evaluate(prm, held_out, config, threshold)
+            _log_row(config, history, {"step": 0} | _metrics_row(start_metrics))
         while step < total:
             order = _order(len(train), config.seed, step // steps_per_epoch)
             start = (step % steps_per_epoch) * group
             batch = [train[i] for i in order[start : start + group]]
             model.train()
-            loss = _optimizer_step(
-                model, optimizer, batch, config, device, _lr(config, step, total)
-            )
+            lr = _lr(config, step, total)
+            loss = _optimizer_step(model, optimizer, batch, config, device, lr)
             step += 1
             row: dict[str, float | int | None] = {
                 "step": step,
                 "epoch": step / steps_per_epoch,
                 "loss": loss,
-                "lr": _lr(config, step - 1, total),
+                "lr": lr,
             }
+            # The last step is always evaluated: its metrics are the saved model's.
             if held_out and (step % config.eval_every == 0 or step == total):
-                row |= _eval_row(prm, held_out, config, threshold)
+                final = _evaluate(prm, held_out, config, threshold)
+                row |= _metrics_row(final)
             _log_row(config, history, row)
             bar.update(task, advance=1, status=_status(row))
             if step % config.save_every == 0 and step < total:
                 _save_checkpoint(prm, optimizer, step, config)
-    if held_out:
-        final = _evaluate(prm, held_out, config, threshold)
     _save_final(prm, config, history)
     return TrainResult(config.out, total, final)
 
@@ -290,10 +290,7 @@ def _evaluate(
     return evaluate(scores, [e.labels for e in ordered], threshold)
 
 
-def _eval_row(
-    prm: LoadedPrm, held_out: list[Encoded], config: TrainPrmConfig, threshold: float
-) -> dict[str, float | int | None]:
-    metrics = _evaluate(prm, held_out, config, threshold)
+def _metrics_row(metrics: PrmMetrics) -> dict[str, float | int | None]:
     return {
         "eval_line_accuracy": metrics.line_accuracy,
         "eval_auc": metrics.auc,

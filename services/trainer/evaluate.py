@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import BaseModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -58,24 +57,17 @@ def evaluate_policy(
     rollouts = []
     for start in range(0, len(problems), batch_size):
         chunk = problems[start : start + batch_size]
-        with torch.inference_mode():
-            rollouts += generate(model, tokenizer, chunk, 1, sampling, dev)
+        rollouts += generate(model, tokenizer, chunk, 1, sampling, dev)
     judge = ServiceJudge(executor_url=executor_url, prm_url=None)
     verdicts = asyncio.run(judge.judge(rollouts)).verdicts
-    short = [
-        v.passed
-        for r, v in zip(rollouts, verdicts, strict=True)
-        if len(r.response_ids) <= long_tokens
-    ]
-    long = [
-        v.passed
-        for r, v in zip(rollouts, verdicts, strict=True)
-        if len(r.response_ids) > long_tokens
-    ]
+    lengths = [len(r.response_ids) for r in rollouts]
+    passed = [v.passed for v in verdicts]
+    short = [p for p, n in zip(passed, lengths, strict=True) if n <= long_tokens]
+    long = [p for p, n in zip(passed, lengths, strict=True) if n > long_tokens]
     report = EvalReport(
         model=str(model_dir),
         dataset=dataset,
-        overall=_bucket([v.passed for v in verdicts]),
+        overall=_bucket(passed),
         by_length={
             f"<={long_tokens} tokens": _bucket(short),
             f">{long_tokens} tokens": _bucket(long),

@@ -63,20 +63,23 @@ class ServiceJudge:
             for r in rollouts
         ]
         items = [ScoreItem(prompt=r.problem.prompt, code=r.text) for r in rollouts]
-        async with ExecutorClient(self.executor_url, retries=self.retries, timeout_s=600) as ex:
-            if self.prm_url is None:
-                (verdicts, executor_s) = await _timed("executor", ex.evaluate_batch(requests))
-                scores: list[ScoreResult] | None = None
-                prm_s = 0.0
-            else:
-                async with PrmClient(
-                    self.prm_url, retries=self.retries, api_key=self.prm_api_key, timeout_s=600
-                ) as prm:
-                    (verdicts, executor_s), (scores, prm_s) = await asyncio.gather(
-                        _timed("executor", ex.evaluate_batch(requests)),
-                        _timed("PRM server", prm.score(items)),
-                    )
+        (verdicts, executor_s), (scores, prm_s) = await asyncio.gather(
+            _timed("executor", self._evaluate(requests)),
+            _timed("PRM server", self._score(items)),
+        )
         return Judgement(_verdicts(verdicts, scores), executor_s, prm_s)
+
+    async def _evaluate(self, requests: list[EvaluateRequest]) -> list[EvaluateResponse]:
+        async with ExecutorClient(self.executor_url, retries=self.retries, timeout_s=600) as ex:
+            return await ex.evaluate_batch(requests)
+
+    async def _score(self, items: list[ScoreItem]) -> list[ScoreResult] | None:
+        if self.prm_url is None:
+            return None
+        async with PrmClient(
+            self.prm_url, retries=self.retries, api_key=self.prm_api_key, timeout_s=600
+        ) as prm:
+            return await prm.score(items)
 
 
 def _verdicts(results: list[EvaluateResponse], scores: list[ScoreResult] | None) -> list[Verdict]:

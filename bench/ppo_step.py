@@ -11,20 +11,15 @@ the step's wall time; the issue's target is reward calls <= 10% of the step on a
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from common import start_executor
+from common import start_executor, start_prm_server, torch_machine
 from prm_server import SHAPES, shape_config
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
-from codeprm.stack import free_port, wait_ready
 from codeprm.tiny import build_tokenizer
 from services.trainer.ppo import train_ppo
 from services.trainer.ppo_config import PpoConfig
@@ -50,10 +45,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}"
-    )
+    print(torch_machine())
     print(
         f"shape {args.shape} {SHAPES[args.shape]}, {args.prompts} prompts x {args.samples} "
         f"samples, <= {args.max_new_tokens} new tokens, {args.steps} steps",
@@ -62,16 +54,12 @@ def main() -> None:
     executor, executor_url = start_executor()
     with tempfile.TemporaryDirectory() as tmp:
         policy, prm = build_models(args.shape, Path(tmp))
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "codeprm", "prm", "serve", "--model", str(prm)]
-            + ["--port", str(port), "--device", args.device],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         try:
-            if not wait_ready(f"http://127.0.0.1:{port}", timeout_s=600):
-                raise SystemExit("PRM server did not become ready")
+            server, prm_url = start_prm_server(prm, args.device)
+        except SystemExit:
+            executor.terminate()
+            raise
+        try:
             result = train_ppo(
                 PpoConfig(
                     policy=policy,
@@ -80,7 +68,7 @@ def main() -> None:
                     dataset="humaneval",
                     out=Path(tmp) / "run",
                     executor_url=executor_url,
-                    prm_url=f"http://127.0.0.1:{port}",
+                    prm_url=prm_url,
                     steps=args.steps + 1,
                     prompts_per_step=args.prompts,
                     samples_per_prompt=args.samples,

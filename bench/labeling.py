@@ -30,7 +30,7 @@ import redis
 from common import start_executor
 
 from codeprm.scripted_llm import ScriptedLLM
-from contracts.clients import ExecutorClient
+from contracts.clients import AsyncExecutorClient
 from contracts.datasets import Problem, humaneval
 from contracts.executor import EvaluateRequest
 from contracts.labeler import BackendSpec, LabelRunRequest, MutationOptions, SearchOptions
@@ -129,7 +129,7 @@ def oracle(problems: list[Problem]) -> ScriptedLLM:
     return ScriptedLLM(complete=complete)
 
 
-async def failing_mutants(executor: ExecutorClient, problems: list[Problem]) -> list[Problem]:
+async def failing_mutants(executor: AsyncExecutorClient, problems: list[Problem]) -> list[Problem]:
     """Each problem with one failing AST mutant (the middle one) as its candidate."""
     chosen = []
     for problem in problems:
@@ -157,7 +157,7 @@ async def search_vs_scan(executor_url: str, k: int) -> dict[str, float]:
         options = SearchOptions(k=k, timeout_s=2)
         keys = ("programs", "lines", "binary", "bound", "scan", "early", "agree")
         totals = dict.fromkeys(keys, 0.0)
-        async with ExecutorClient(executor_url) as executor:
+        async with AsyncExecutorClient(executor_url) as executor:
             chosen = await failing_mutants(executor, problems)
             start = time.perf_counter()
             for problem in chosen:

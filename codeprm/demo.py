@@ -31,6 +31,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from codeprm.stack import LocalStack, StackConfig, StackError, free_port, wait_ready
+from contracts.clients import LabelerClient
+from contracts.labeler import LabelRunRequest
 
 
 @dataclass
@@ -232,23 +234,19 @@ def _url(stack: LocalStack, name: str) -> str:
 
 
 def _label(labeler: str, body: dict[str, Any], sink: Any, console: Console, name: str) -> int:
-    with httpx.Client(base_url=labeler, timeout=60) as client:
-        reply = client.post("/v1/label/runs", json=body)
-        if reply.status_code >= 400:
-            raise RuntimeError(f"labeling run refused: {reply.status_code} {reply.text}")
-        info = reply.json()
+    with LabelerClient(labeler, timeout_s=60) as client:
+        info = client.submit(LabelRunRequest.model_validate(body))
         with Progress(console=console) as bar:
-            task = bar.add_task(name, total=info["total"])
-            while not info["finished"]:
-                time.sleep(0.5)
-                info = client.get(f"/v1/label/runs/{info['run_id']}").json()
-                bar.update(task, completed=info["done"] + info["failed"])
-        if info["failed"]:
-            console.print(f"[yellow]{info['failed']} problems failed:[/] {info['failures']}")
+            task = bar.add_task(name, total=info.total)
+            info = client.wait(
+                info.run_id,
+                poll_s=0.5,
+                on_progress=lambda now: bar.update(task, completed=now.done + now.failed),
+            )
+        if info.failed:
+            console.print(f"[yellow]{info.failed} problems failed:[/] {info.failures}")
         count = 0
-        with client.stream("GET", f"/v1/label/runs/{info['run_id']}/export") as stream:
-            for line in stream.iter_lines():
-                if line.strip():
-                    sink.write(line + "\n")
-                    count += 1
+        for sample in client.export(info.run_id):
+            sink.write(sample.model_dump_json() + "\n")
+            count += 1
     return count

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections import Counter
 
-from contracts.clients import ExecutorClient
+from contracts.clients import AsyncExecutorClient
 from contracts.datasets import Problem
 from contracts.labeler import SearchOptions
 from contracts.labels import LabeledSample
@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 
 
 async def label_by_binary_search(
-    problem: Problem, policy: CompletionBackend, executor: ExecutorClient, options: SearchOptions
+    problem: Problem,
+    policy: CompletionBackend,
+    executor: AsyncExecutorClient,
+    options: SearchOptions,
 ) -> Labeled:
     prober = Prober(problem, policy, executor, options)
     programs = problem.candidates or await prober.sample_programs(options.samples_per_problem)

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from contracts.clients import ServiceClient, ServiceRejected, ServiceUnavailable
+from contracts.clients import AsyncServiceClient, ServiceRejected, ServiceUnavailable
 from contracts.labeler import BackendSpec, SamplingOptions
 
 Message = dict[str, str]
@@ -82,7 +82,7 @@ class OpenAIBackend:
         self.spec = spec
         self.name = f"openai:{spec.model}@{spec.url}"
         self.usage = Usage()
-        self._client = ServiceClient(
+        self._client = AsyncServiceClient(
             spec.url,
             timeout_s=spec.timeout_s,
             retries=spec.retries,

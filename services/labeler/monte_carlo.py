@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from contracts.clients import ExecutorClient
+from contracts.clients import AsyncExecutorClient
 from contracts.datasets import Problem
 from contracts.labeler import SearchOptions
 from contracts.labels import LabeledSample
@@ -22,7 +22,10 @@ from services.labeler.prefixes import Prober, code_lines, prefix_through
 
 
 async def label_by_monte_carlo(
-    problem: Problem, policy: CompletionBackend, executor: ExecutorClient, options: SearchOptions
+    problem: Problem,
+    policy: CompletionBackend,
+    executor: AsyncExecutorClient,
+    options: SearchOptions,
 ) -> Labeled:
     prober = Prober(problem, policy, executor, options)
     programs = problem.candidates or await prober.sample_programs(options.samples_per_problem)

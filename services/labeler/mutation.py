@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from contracts.clients import ExecutorClient
+from contracts.clients import AsyncExecutorClient
 from contracts.datasets import Problem
 from contracts.executor import EvaluateRequest, EvaluateResponse
 from contracts.labeler import MutationOptions
@@ -33,7 +33,7 @@ from services.labeler.teacher import Kind, load_prompt, teacher_variants
 
 async def label_by_mutation(
     problem: Problem,
-    executor: ExecutorClient,
+    executor: AsyncExecutorClient,
     options: MutationOptions,
     teacher: CompletionBackend | None = None,
     prompts_dir: Path | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from contracts.clients import ExecutorClient
+from contracts.clients import AsyncExecutorClient
 from contracts.datasets import Problem
 from contracts.executor import EvaluateRequest
 from contracts.labeler import SearchOptions
@@ -37,7 +37,7 @@ class Prober:
 
     problem: Problem
     policy: CompletionBackend
-    executor: ExecutorClient
+    executor: AsyncExecutorClient
     options: SearchOptions
     completions: int = 0
     executions: int = 0

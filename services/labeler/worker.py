@@ -17,7 +17,7 @@ from typing import Any
 from arq import Retry
 from arq.worker import Worker
 
-from contracts.clients import ExecutorClient, ServiceRejected, ServiceUnavailable
+from contracts.clients import AsyncExecutorClient, ServiceRejected, ServiceUnavailable
 from contracts.datasets import Problem
 from contracts.labeler import BackendSpec, LabelRunRequest
 from services.labeler.binary_search import label_by_binary_search
@@ -70,7 +70,7 @@ async def label_unit(
 
 async def _label(ctx: dict[str, Any], request: LabelRunRequest, problem: Problem) -> Labeled:
     settings: LabelerSettings = ctx["settings"]
-    executor: ExecutorClient = ctx["executor"]
+    executor: AsyncExecutorClient = ctx["executor"]
     # request.backends() says which models this run calls: none or a teacher for mutation,
     # the policy for the search strategies (LabelRunRequest validates that it is there).
     backends = [await _backend(ctx, spec) for spec in request.backends()]
@@ -103,7 +103,7 @@ async def _backend(ctx: dict[str, Any], spec: BackendSpec) -> CompletionBackend:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: LabelerSettings = ctx["settings"]
-    ctx["executor"] = ExecutorClient(
+    ctx["executor"] = AsyncExecutorClient(
         settings.executor_url, max_connections=settings.executor_concurrency, retries=2
     )
     ctx["backends"] = {}

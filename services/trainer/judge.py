@@ -13,7 +13,12 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from contracts.clients import ExecutorClient, PrmClient, ServiceRejected, ServiceUnavailable
+from contracts.clients import (
+    AsyncExecutorClient,
+    AsyncPrmClient,
+    ServiceRejected,
+    ServiceUnavailable,
+)
 from contracts.executor import EvaluateRequest, EvaluateResponse
 from contracts.prm import LineScore, ScoreItem, ScoreResult
 from services.trainer.rollout import Rollout
@@ -70,16 +75,18 @@ class ServiceJudge:
         return Judgement(_verdicts(verdicts, scores), executor_s, prm_s)
 
     async def _evaluate(self, requests: list[EvaluateRequest]) -> list[EvaluateResponse]:
-        async with ExecutorClient(self.executor_url, retries=self.retries, timeout_s=600) as ex:
+        async with AsyncExecutorClient(
+            self.executor_url, retries=self.retries, timeout_s=600
+        ) as ex:
             return await ex.evaluate_batch(requests)
 
     async def _score(self, items: list[ScoreItem]) -> list[ScoreResult] | None:
         if self.prm_url is None:
             return None
-        async with PrmClient(
+        async with AsyncPrmClient(
             self.prm_url, retries=self.retries, api_key=self.prm_api_key, timeout_s=600
         ) as prm:
-            return await prm.score(items)
+            return (await prm.score(items)).results
 
 
 def _verdicts(results: list[EvaluateResponse], scores: list[ScoreResult] | None) -> list[Verdict]:

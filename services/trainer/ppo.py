@@ -431,7 +431,7 @@ async def _collect(
     config: PpoConfig, step: int, rollouts: list[Rollout], judgement: Judgement
 ) -> None:
     """Failing rollouts of this step -> a binary_search labeling run of the labeler."""
-    from contracts.clients import ServiceClient
+    from contracts.clients import AsyncLabelerClient
     from contracts.labeler import LabelRunRequest, SearchOptions
 
     assert config.collect is not None
@@ -456,12 +456,12 @@ async def _collect(
         policy=config.collect.policy,
         search=SearchOptions(k=config.collect.k),
     )
-    async with ServiceClient(config.collect.labeler_url) as labeler:
-        info = await labeler.post("/v1/label/runs", request.model_dump(exclude_none=True))
-    log.info("labeling run submitted", extra={"step": step, "run_id": info["run_id"]})
+    async with AsyncLabelerClient(config.collect.labeler_url) as labeler:
+        info = await labeler.submit(request)
+    log.info("labeling run submitted", extra={"step": step, "run_id": info.run_id})
     append_row(
         config.out / "collect.jsonl",
-        {"step": step, "run_id": info["run_id"], "problems": str(path)},
+        {"step": step, "run_id": info.run_id, "problems": str(path)},
     )
 
 

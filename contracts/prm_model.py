@@ -4,7 +4,7 @@ Shared by the PRM server and the trainer (held-out evaluation, PPO value initial
 that what is trained, evaluated and served is read the same way. How a score is read depends
 on the checkpoint's label scheme (`contracts/prm.py`): the raw regression output (+1/-1
 training), a sigmoid (0/1 training), or the positive class's probability (TRL's two-label
-PRMs, read at the newline after each line, where TRL puts it).
+PRMs, encoded in TRL's own layout and read at each line's separator, where TRL puts it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from contracts.geometry import EncodedLines, encode_lines
+from contracts.geometry import EncodedLines, encode_lines, encode_steps
 from contracts.prm import METADATA_FILE, PrmMetadata, ScoreItem
 
 log = logging.getLogger(__name__)
@@ -87,13 +87,10 @@ def load_prm(path: Path, device: str = "auto", dtype: str = "auto") -> LoadedPrm
 
 def encode(prm: LoadedPrm, item: ScoreItem, max_tokens: int) -> EncodedLines:
     prefix = prm.metadata.prompt_template.replace("{prompt}", item.prompt)
-    return encode_lines(
-        prm.tokenizer,
-        prefix,
-        item.code,
-        min(max_tokens, prm.metadata.max_tokens),
-        at_newline=prm.metadata.label_scheme == "trl_two_class",
-    )
+    limit = min(max_tokens, prm.metadata.max_tokens)
+    if prm.metadata.label_scheme == "trl_two_class":
+        return encode_steps(prm.tokenizer, prefix, item.code, limit)
+    return encode_lines(prm.tokenizer, prefix, item.code, limit)
 
 
 def forward(prm: LoadedPrm, batch: list[EncodedLines]) -> list[list[float | None]]:

@@ -12,7 +12,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import PreTrainedTokenizerFast
 
 from codeprm.tiny import build_tokenizer, code_corpus
-from contracts.geometry import encode_lines, line_end_tokens
+from contracts.geometry import encode_lines, encode_steps, line_end_tokens
 from contracts.lines import split_lines
 
 QWEN_PATTERN = (
@@ -173,11 +173,17 @@ def test_special_tokens_are_ignored() -> None:
     assert line_end_tokens(lines, offsets, code_start=1) == [2, 4]
 
 
-def test_at_newline_reads_the_separator_token_like_trl() -> None:
+def test_encode_steps_is_trls_layout() -> None:
     tokenizer = byte_level()
-    code = "a = 1\nb = 2\nc = 3"
-    encoded = encode_lines(tokenizer, "", code, at_newline=True)
-    offsets = tokenizer(code, return_offsets_mapping=True)["offset_mapping"]
-    pieces = [code[slice(*offsets[t])] for t in encoded.line_tokens if t is not None]
-    assert pieces[0].startswith("\n") and pieces[1].startswith("\n")
-    assert pieces[2] == " 3"  # the last line has no newline: its last character
+    code = "a = 1\n\n    b = 2"
+    encoded = encode_steps(tokenizer, "P:", code)
+    sep = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    expected = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    expected += tokenizer("P:", add_special_tokens=False)["input_ids"]
+    positions = []
+    for step in ("a = 1", "", "    b = 2"):  # what PRMTrainer.tokenize_row builds
+        expected += tokenizer(step, add_special_tokens=False)["input_ids"] + sep
+        positions.append(len(expected) - 1)
+    assert encoded.input_ids == expected and encoded.line_tokens == positions
+    cut = encode_steps(tokenizer, "P:", code, max_tokens=positions[1] + 1)
+    assert cut.truncated and cut.line_tokens == positions[:2] + [None]

@@ -1,0 +1,166 @@
+"""TRL, for real: PRMTrainer trains on the labeler's export, the PRM it saves serves from our
+PRM server exactly as TRL reads it, and GRPOTrainer trains with our reward function."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from codeprm.tiny import build_tiny_policy, build_tokenizer, tiny_config
+from contracts.clients import AsyncExecutorClient, PrmClient
+from contracts.datasets import humaneval
+from contracts.labeler import MutationOptions
+from contracts.prm import ScoreItem
+from services.labeler.mutation import label_by_mutation
+from tests.contained import ContainedExecutor, require_isolation
+from tests.servers import start_prm_server
+
+trl = pytest.importorskip("trl", reason="TRL is a test dependency (pyproject [test])")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+pytestmark = pytest.mark.slow
+
+
+async def labeler_export(executor_url: str, path: Path) -> Path:
+    """Rows exactly as `GET /v1/label/runs/{id}/export` writes them, from real labeling."""
+    options = MutationOptions(variants_per_line=1)
+    rows = []
+    async with AsyncExecutorClient(executor_url) as executor:
+        for problem in humaneval()[:4]:
+            labeled = await label_by_mutation(problem, executor, options)
+            rows += [json.dumps(sample.model_dump()) for sample in labeled.samples]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+async def test_prm_trainer_on_our_export_then_served_by_us(
+    contained_executor: ContainedExecutor, tmp_path: Path
+) -> None:
+    from datasets import load_dataset
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from trl.experimental.prm import PRMConfig, PRMTrainer
+
+    require_isolation(contained_executor)
+    data = await labeler_export(contained_executor.url, tmp_path / "export.jsonl")
+    dataset = load_dataset("json", data_files=str(data), split="train")
+    assert {"prompt", "completions", "labels"} <= set(dataset.column_names)
+    assert any(not all(row["labels"]) for row in dataset)  # mutants give negative steps
+
+    # A base checkpoint on disk, loaded back the way a user's would be.
+    base = tmp_path / "base"
+    built = build_tokenizer()
+    torch.manual_seed(0)
+    AutoModelForTokenClassification.from_config(tiny_config(built, num_labels=2)).save_pretrained(
+        base
+    )
+    built.save_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForTokenClassification.from_pretrained(base)
+    args = PRMConfig(
+        output_dir=str(tmp_path / "trl-prm"),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        max_length=512,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+    )
+    trainer = PRMTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    assert [row for row in trainer.state.log_history if "loss" in row]
+    out = tmp_path / "trl-prm" / "final"
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(out)
+
+    # What TRL's own model says at its own label positions...
+    row = dataset[0]
+    features = PRMTrainer.tokenize_row(
+        row,
+        tokenizer,
+        args.step_separator,
+        max_length=None,
+        max_completion_length=None,
+        train_on_last_step_only=False,
+        is_eval=True,
+    )
+    # float32, as the server reads it on CPU (TRL may save bf16 weights)
+    trained = AutoModelForTokenClassification.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = trained(input_ids=torch.tensor([features["input_ids"]])).logits[0]
+    positions = [t for t, label in enumerate(features["labels"]) if label != -100]
+    expected = logits.softmax(-1)[positions, 1].tolist()
+
+    # ...is what our PRM server serves for the same program, line by line.
+    proc, url = start_prm_server(out)
+    try:
+        code = "\n".join(row["completions"])
+        with PrmClient(url) as prm:
+            result = prm.score([ScoreItem(prompt=row["prompt"], code=code)]).results[0]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    served = [s.score for s in result.line_scores]
+    assert len(served) == len(expected)
+    assert served == pytest.approx(expected, abs=1e-4)
+
+
+def test_grpo_trainer_trains_with_our_reward(
+    contained_executor: ContainedExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from codeprm.integrations.trl import reward_function
+
+    require_isolation(contained_executor)
+    monkeypatch.setenv("CODEPRM_REWARD_EXECUTOR_URL", contained_executor.url)
+    problems = humaneval()[:2]
+    dataset = Dataset.from_list(
+        [
+            {"prompt": p.prompt, "tests": json.dumps(p.model_dump()["tests"] | {"kind": "assert"})}
+            for p in problems
+        ]
+    )
+    calls: list[dict[str, Any]] = []
+    inner = reward_function()
+
+    async def codeprm_reward(prompts: list[Any], completions: list[Any], **kw: Any) -> Any:
+        rewards = await inner(prompts=prompts, completions=completions, **kw)
+        calls.append({"n": len(completions), "keys": set(kw), "rewards": rewards})
+        return rewards
+
+    policy = build_tiny_policy(tmp_path / "policy")
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "grpo"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=16,
+        learning_rate=1e-4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+    )
+    trainer = GRPOTrainer(
+        model=str(policy),
+        reward_funcs=[codeprm_reward],
+        args=args,
+        train_dataset=dataset,
+        processing_class=AutoTokenizer.from_pretrained(policy),
+    )
+    trainer.train()
+    assert calls and all(c["n"] == 4 for c in calls)
+    assert {"tests", "completion_ids", "trainer_state"} <= calls[0]["keys"]
+    # random-weight completions fail their tests: a real 0.0 outcome, never None
+    assert all(r == 0.0 for c in calls for r in c["rewards"])
+    logged = [row for row in trainer.state.log_history if "reward" in row]
+    assert logged and all(row["reward"] == 0.0 for row in logged)

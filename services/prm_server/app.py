@@ -19,6 +19,7 @@ from contracts.prm_model import encode, forward, load_prm
 from services.prm_server.routes import router
 from services.prm_server.settings import PrmSettings
 from services.prm_server.state import Scorer, start_scorer
+from services.prm_server.ui import router as viewer_router
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def create_app(settings: PrmSettings) -> FastAPI:
     install_error_handlers(app)
     install_observability(app, service="prm_server", registry=registry, readiness=readiness)
     app.include_router(router)
+    app.include_router(viewer_router)
     return app
 
 

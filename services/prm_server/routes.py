@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 
 from contracts.errors import NotReady, PayloadTooLarge, Unauthorized
+from contracts.extract import extract_code
 from contracts.geometry import EncodedLines
 from contracts.prm import (
     Aggregate,
@@ -19,7 +20,6 @@ from contracts.prm import (
     ScoreResult,
 )
 from contracts.prm_model import LoadedPrm, encode
-from contracts.extract import extract_code
 from services.prm_server.scoring import result
 from services.prm_server.settings import PrmSettings
 from services.prm_server.state import Scorer

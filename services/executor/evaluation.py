@@ -217,28 +217,29 @@ class Executor:
         cases: list[Any] | None = None,
     ) -> dict[str, Any]:
         s = self.settings
-        sandbox: dict[str, Any] = {
-            "mode": mode,
-            "code": code,
-            "limits": {
-                "cpu_s": timeout_s,
-                "memory_mb": memory_mb,
-                "nproc": s.nproc,
-                "fsize_mb": s.fsize_mb,
-                "nofile": s.nofile,
-            },
+        limits = {
+            "cpu_s": timeout_s,
+            "memory_mb": memory_mb,
+            "nproc": s.nproc,
+            "fsize_mb": s.fsize_mb,
+            "nofile": s.nofile,
         }
+        judge: dict[str, Any] = {}
         if test_code is not None:
-            sandbox["test_code"] = test_code
+            judge["test_code"] = test_code
         if entry_point is not None:
-            sandbox["entry_point"] = entry_point
+            judge["entry_point"] = entry_point
         if cases is not None:
-            sandbox["cases"] = cases
+            judge["cases"] = cases
         return {
-            "sandbox": sandbox,
+            "mode": mode,
+            "limits": limits,
             "timeout_s": timeout_s,
             "stdin": stdin,
             "output_limit_bytes": s.output_limit_bytes,
+            # Sent to the worker as raw frames it forwards without decoding (`wire.encode_job`).
+            "program": {"mode": mode, "code": code, "limits": limits},
+            "judge": judge,
         }
 
     async def _execute(self, job: dict[str, Any]) -> dict[str, Any]:

@@ -41,9 +41,9 @@ class WorkerProcess:
     proc: asyncio.subprocess.Process
     host_dir: str | None
 
-    async def call(self, message: dict[str, Any]) -> Any:
+    async def call(self, message: dict[str, Any], *, job: bool = False) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(wire.encode_frame(message))
+        self.proc.stdin.write(wire.encode_job(message) if job else wire.encode_frame(message))
         await self.proc.stdin.drain()
         size = wire.frame_size(await self.proc.stdout.readexactly(wire.HEADER_BYTES))
         return json.loads(await self.proc.stdout.readexactly(size))
@@ -149,7 +149,7 @@ class Pool:
         # The worker enforces the job's deadline itself; this only catches a stuck worker.
         grace = float(job["timeout_s"]) + 30
         try:
-            result: dict[str, Any] = await asyncio.wait_for(worker.call(job), grace)
+            result: dict[str, Any] = await asyncio.wait_for(worker.call(job, job=True), grace)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError) as exc:
             log.error("sandbox worker failed; replacing it", extra={"error": repr(exc)})
             self._all.discard(worker)

@@ -54,9 +54,7 @@ def decode_frames(buffer: bytes) -> list[Any]:
 
 
 def write_frame(fd: int, message: Any) -> None:
-    view = memoryview(encode_frame(message))
-    while view:
-        view = view[os.write(fd, view) :]
+    write_all(fd, encode_frame(message))
 
 
 def read_exact(fd: int, n: int) -> bytes | None:
@@ -68,6 +66,42 @@ def read_exact(fd: int, n: int) -> bytes | None:
         chunks.append(chunk)
         n -= len(chunk)
     return b"".join(chunks)
+
+
+def encode_job(job: dict[str, Any]) -> bytes:
+    """A job for a worker: a frame the worker reads, then the program's part and the judge's
+    part (the tests), which the worker forwards to the sandbox as raw frames. The worker
+    never decodes them, so no copy of a job's tests is left in the memory that later
+    sandboxes are forked from."""
+    meta = {k: v for k, v in job.items() if k not in ("program", "judge")}
+    return encode_frame(meta) + encode_frame(job["program"]) + encode_frame(job["judge"])
+
+
+def read_raw_frame(fd: int) -> bytearray | None:
+    """The next frame, header included, read straight into one buffer (no other copy is
+    made), or None at end of stream. Scrub it with `scrub` when done."""
+    header = read_exact(fd, HEADER_BYTES)
+    if header is None:
+        return None
+    frame = bytearray(HEADER_BYTES + frame_size(header))
+    frame[:HEADER_BYTES] = header
+    view = memoryview(frame)[HEADER_BYTES:]
+    while view:
+        n = os.readv(fd, [view])
+        if n == 0:
+            return None
+        view = view[n:]
+    return frame
+
+
+def scrub(frame: bytearray) -> None:
+    frame[:] = bytes(len(frame))  # same length: overwritten in place, never reallocated
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def read_frame(fd: int) -> Any:

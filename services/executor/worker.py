@@ -114,14 +114,14 @@ class Worker:
                 jail.enter_sandbox(self.scratch_mb)
             # Own session: kill(0, ...) inside reaches only this execution's processes.
             os.setsid()
-            job = wire.read_frame(job_r)
-            if job is None:
+            program = wire.read_frame(job_r)
+            if program is None:
                 os._exit(0)
-            limits = runner.Limits(**job["limits"])
-            if job["mode"] == "program":
+            limits = runner.Limits(**program["limits"])
+            if program["mode"] == "program":
                 runner.become_program(limits, stdin_r, stdout_w, stderr_w)
-                runner.run_program(job["code"])
-            _judge_main(job, limits, report_w, stdin_r, stdout_w, stderr_w)
+                runner.run_program(program["code"])
+            _judge_main(program, limits, job_r, report_w, stdin_r, stdout_w, stderr_w)
         except BaseException:
             # Our own failure, before any untrusted code ran: say why, as a sandbox_error.
             os.write(stderr_w, traceback.format_exc().encode()[-4000:])
@@ -129,12 +129,17 @@ class Worker:
 
     # -- one execution ---------------------------------------------------------------------
 
-    def execute(self, job: dict[str, Any]) -> dict[str, Any]:
+    def execute(self, job: dict[str, Any], program: bytearray, judge: bytearray) -> dict[str, Any]:
         sandbox = self.next or self.spawn()
         self.next = None
         started = time.monotonic()
-        wire.write_frame(sandbox.job_w, job["sandbox"])
-        os.close(sandbox.job_w)
+        try:
+            wire.write_all(sandbox.job_w, program)
+            wire.write_all(sandbox.job_w, judge)
+        except BrokenPipeError:
+            pass  # the sandbox died before reading its job: supervision reports it
+        finally:
+            os.close(sandbox.job_w)
         outcome = self._supervise(sandbox, job, started)
         wall = time.monotonic() - started
         return _result(job, outcome, wall)
@@ -207,8 +212,9 @@ class Worker:
 
 
 def _judge_main(
-    job: dict[str, Any],
+    program: dict[str, Any],
     limits: runner.Limits,
+    job_r: int,
     report_w: int,
     stdin_r: int,
     stdout_w: int,
@@ -218,8 +224,13 @@ def _judge_main(
     replies_r, replies_w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        # Forked before the judge reads the tests, and its copy of the job pipe closed before
+        # any of its code runs: the tests never exist in the candidate's memory.
         runner.become_program(limits, stdin_r, stdout_w, stderr_w, keep=(requests_r, replies_w))
-        runner.serve_candidate(job["code"], requests_r, replies_w)
+        runner.serve_candidate(program["code"], requests_r, replies_w)
+    del program
+    job = wire.read_frame(job_r)
+    os.close(job_r)
     for fd in (requests_r, replies_w, stdin_r, stdout_w, stderr_w):
         os.close(fd)
     os.dup2(os.open("/dev/null", os.O_RDWR), 2)  # the test code's own prints go nowhere
@@ -233,7 +244,7 @@ def _judge_main(
             kind, message = loaded["raise"]
             state.memory_error = kind == "MemoryError"
             error = f"{kind}: {message}"
-        elif job["mode"] == "assert":
+        elif "test_code" in job:
             runner.judge_asserts(candidate, job["test_code"], job.get("entry_point"))
             completed = True
         else:
@@ -263,10 +274,10 @@ def _judge_main(
 def _result(job: dict[str, Any], out: Outcome, wall: float) -> dict[str, Any]:
     stdout = out.stdout[: int(job["output_limit_bytes"])].decode("utf-8", "replace")
     stderr = out.stderr[: int(job["output_limit_bytes"])].decode("utf-8", "replace")
-    cpu_limit = float(job["sandbox"]["limits"]["cpu_s"])
-    memory_limit_mb = int(job["sandbox"]["limits"]["memory_mb"])
+    cpu_limit = float(job["limits"]["cpu_s"])
+    memory_limit_mb = int(job["limits"]["memory_mb"])
     result: dict[str, Any] = {"stdout": stdout, "stderr": stderr, "wall_time_s": wall}
-    if job["sandbox"]["mode"] == "program":
+    if job["mode"] == "program":
         status, exit_code = _program_status(
             out.wait_status, out.cpu_s, cpu_limit, stderr, out.maxrss_kb, memory_limit_mb
         )
@@ -372,7 +383,13 @@ def main() -> None:
     worker.next = worker.spawn()
     wire.write_frame(1, {"ready": True, "host_dir": host_dir, "pid": os.getpid()})
     while (job := wire.read_frame(0)) is not None:
-        wire.write_frame(1, worker.execute(job))
+        program, judge = wire.read_raw_frame(0), wire.read_raw_frame(0)
+        if program is None or judge is None:
+            break
+        result = worker.execute(job, program, judge)
+        wire.scrub(program)
+        wire.scrub(judge)
+        wire.write_frame(1, result)
         worker.next = worker.spawn()
     if worker.next is not None:
         os.close(worker.next.job_w)  # the waiting sandbox reads EOF and exits

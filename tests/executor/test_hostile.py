@@ -385,6 +385,27 @@ CASES = [
         {"kind": "stdio", "cases": [{"stdin": "", "expected_stdout": "4\n"}]},
     ),
     Case(
+        "read_the_tests_from_its_own_memory",
+        src("""
+        import gc, re, sys
+        def tests():
+            for obj in gc.get_objects():
+                if isinstance(obj, dict) and isinstance(obj.get("test_code"), str):
+                    return obj["test_code"]
+            frame = sys._getframe()
+            while frame is not None:
+                for value in frame.f_locals.values():
+                    if isinstance(value, dict) and "test_code" in value:
+                        return value["test_code"]
+                frame = frame.f_back
+            return ""
+        pattern = r"candidate\\((-?\\d+), (-?\\d+)\\) == (-?\\d+)"
+        answers = {(int(a), int(b)): int(c) for a, b, c in re.findall(pattern, tests())}
+        def add(a, b): return answers.get((a, b), a - b)"""),
+        set(),
+        ADD_TESTS,
+    ),
+    Case(
         "call_returns_object",
         "class A:\n    def __eq__(s, o): return True\ndef f(x):\n    return A()\n",
         set(),
@@ -427,3 +448,33 @@ def test_a_correct_solution_still_passes(contained_executor: ContainedExecutor) 
         timeout=30,
     ).json()
     assert result["passed"] is True, result
+
+
+MEMORY_SCAN = src("""
+    import ctypes, re
+    planted = b"candidate(" + b"7, 8) == 15"  # proves the scan finds what is there
+    pattern = re.compile(rb"candidate\\((-?\\d+), (-?\\d+)\\) == (-?\\d+)")
+    found = set()
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        if "r" not in fields[1] or (len(fields) > 5 and fields[5] != "[heap]"):
+            continue  # anonymous memory and the heap: where freed objects' bytes stay
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if end - start <= 256 << 20:
+            found.update(pattern.findall(ctypes.string_at(start, end - start)))
+    print(sorted(found))""")
+
+
+def test_no_earlier_tests_are_left_in_sandbox_memory(contained_executor: ContainedExecutor) -> None:
+    """Sandboxes are forked from long-lived workers: a worker that once decoded a job's tests
+    would hand their bytes to every later sandbox, where a program can read them back (RL
+    resubmits the same problem constantly). Workers forward tests undecoded and scrubbed."""
+    require_isolation(contained_executor)
+    url = contained_executor.url
+    honest = {"code": "def add(a, b):\n    return a + b\n", "tests": ADD_TESTS}
+    for _ in range(6):  # every worker has judged these tests (the pool hands jobs round-robin)
+        assert httpx.post(f"{url}/v1/evaluate", json=honest, timeout=30).json()["passed"]
+    for _ in range(6):
+        result = httpx.post(f"{url}/v1/run", json={"code": MEMORY_SCAN}, timeout=60).json()
+        assert result["status"] == "ok", result
+        assert result["stdout"].strip() == "[(b'7', b'8', b'15')]", result["stdout"]

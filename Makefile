@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: install demo up test lint fmt bench clean
+.PHONY: install demo up test lint fmt bench images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ test: lint
 
 bench: install
 	$(PY) bench/executor.py
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY ?= codeprm
+IMAGES := executor labeler prm-server trainer
+
+# Container images (docker/*.Dockerfile) as $(REGISTRY)/<service>:$(VERSION); needs a Docker engine.
+images:
+	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine answers (docker info failed)"; exit 1; }
+	@for image in $(IMAGES); do \
+		echo "building $(REGISTRY)/$$image:$(VERSION)"; \
+		docker build -f docker/$$image.Dockerfile -t $(REGISTRY)/$$image:$(VERSION) . || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

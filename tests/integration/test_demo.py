@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,5 +45,5 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, redis_namespace: str) -> N
     assert [s["step"] for s in steps] == [1, 2]
     assert all(s["time/prm_s"] > 0 and s["time/executor_s"] > 0 for s in steps)
     page = (out / "ppo" / "report" / "index.html").read_text()
-    assert "background:rgba" in page  # lines coloured by PRM score
+    assert re.search(r"background:#[0-9a-f]{6}", page)  # lines coloured by PRM score
     assert len((out / "eval.jsonl").read_text().splitlines()) == 8

@@ -139,12 +139,18 @@ class _Base:
         retries: int,
         backoff_s: float,
         api_key: str | None,
+        max_connections: int,
     ) -> None:
         self.base_url = base_url
         self.retries = retries
         self.backoff_s = backoff_s
-        self.timeout_s = timeout_s
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # What both flavours hand to httpx (besides their own transport type).
+        self._http_options: dict[str, Any] = {
+            "base_url": base_url,
+            "timeout": timeout_s,
+            "headers": {"Authorization": f"Bearer {api_key}"} if api_key else {},
+            "limits": httpx.Limits(max_connections=max_connections),
+        }
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
         retry_after = response.headers.get("Retry-After") if response is not None else None
@@ -194,15 +200,14 @@ class ServiceClient(_Base):
         max_connections: int = 64,
     ) -> None:
         super().__init__(
-            base_url, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, api_key=api_key
+            base_url,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            api_key=api_key,
+            max_connections=max_connections,
         )
-        self._http = httpx.Client(
-            base_url=base_url,
-            timeout=timeout_s,
-            headers=self.headers,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections),
-        )
+        self._http = httpx.Client(transport=transport, **self._http_options)
 
     def __enter__(self) -> Self:
         return self
@@ -253,15 +258,14 @@ class AsyncServiceClient(_Base):
         max_connections: int = 64,
     ) -> None:
         super().__init__(
-            base_url, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, api_key=api_key
+            base_url,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            api_key=api_key,
+            max_connections=max_connections,
         )
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=timeout_s,
-            headers=self.headers,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections),
-        )
+        self._http = httpx.AsyncClient(transport=transport, **self._http_options)
 
     async def __aenter__(self) -> Self:
         return self

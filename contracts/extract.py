@@ -16,6 +16,7 @@ _PYTHON = {"python", "py", "python3", ""}
 # Chat-template markers a framework may leave in decoded text (`<|im_end|>`, `<|eot_id|>`,
 # `</s>`, ...), when it decodes without skipping special tokens.
 _SPECIAL = re.compile(r"(?:<\|[\w.-]{1,40}\|>|</?s>|<eos>|<pad>)")
+_SPECIAL_AT_END = re.compile(f"(?:{_SPECIAL.pattern})\\s*$")
 
 
 def code_span(response: str) -> tuple[int, int]:
@@ -44,7 +45,7 @@ def strip_special_tokens(text: str) -> str:
         if head is not None:
             text = text[head.end() :]
             continue
-        tail = re.search(f"(?:{_SPECIAL.pattern})\\s*$", text)
+        tail = _SPECIAL_AT_END.search(text)
         if tail is None:
             return text
         text = text[: tail.start()]

@@ -24,7 +24,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +33,7 @@ from contracts.clients import AsyncExecutorClient, AsyncPrmClient, ExecutorClien
 from contracts.executor import EvaluateRequest, EvaluateResponse, Tests
 from contracts.extract import code_span
 from contracts.prm import Aggregate, LineScore, ScoreItem, ScoreResult
+from services.trainer.ppo_rewards import Outcome, outcome_reward
 
 _TESTS: TypeAdapter[Tests] = TypeAdapter(Tests)
 
@@ -47,7 +48,7 @@ class RewardSettings(BaseSettings):
     prm_api_key: str | None = None
     prm_weight: float = Field(0.5, description="Weight of the PRM aggregate in the reward.")
     aggregate: Aggregate = "min"
-    outcome: Literal["pass_fail", "pass_rate"] = "pass_fail"
+    outcome: Outcome = "pass_fail"
     pass_reward: float = 1.0
     fail_reward: float = 0.0
     timeout_s: float = Field(10.0, gt=0, le=60, description="Per test run in the sandbox.")
@@ -193,8 +194,10 @@ class _Plan:
         self.codes = [s.response[a:b] for s, (a, b) in zip(self.samples, self.spans, strict=True)]
         self.requests: list[EvaluateRequest] = []
         self.request_of: dict[int, int] = {}  # sample -> its executor request
+        self.tested: list[bool] = []  # whether the sample has tests, i.e. an outcome
         for i, (sample, code) in enumerate(zip(self.samples, self.codes, strict=True)):
             parsed = parse_tests(sample.tests)
+            self.tested.append(parsed is not None)
             if parsed is None or not code.strip():
                 continue  # no tests: no outcome; no code: fails without running
             tests, prefix = parsed
@@ -217,7 +220,7 @@ class _Plan:
     ) -> list[Judged]:
         s = self.settings
         judged = []
-        for i, sample in enumerate(self.samples):
+        for i in range(len(self.samples)):
             passed: bool | None = None
             pass_rate: float | None = None
             status: str | None = None
@@ -225,13 +228,10 @@ class _Plan:
             if i in self.request_of:
                 verdict = verdicts[self.request_of[i]]
                 passed, pass_rate, status = verdict.passed, verdict.pass_rate, verdict.status
-            elif parse_tests(sample.tests) is not None:
+            elif self.tested[i]:
                 passed, pass_rate, status = False, 0.0, "runtime_error"  # empty program
             if passed is not None and pass_rate is not None:
-                if s.outcome == "pass_rate":
-                    outcome = s.fail_reward + (s.pass_reward - s.fail_reward) * pass_rate
-                else:
-                    outcome = s.pass_reward if passed else s.fail_reward
+                outcome = outcome_reward(passed, pass_rate, s.outcome, s.pass_reward, s.fail_reward)
             result = scores[i] if scores is not None else None
             prm = result.aggregate if result is not None else None
             judged.append(

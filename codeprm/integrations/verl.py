@@ -36,10 +36,14 @@ def _rewards() -> CodeRewards:
     return CodeRewards()
 
 
-def _sample(solution_str: str, ground_truth: Any, extra_info: dict[str, Any] | None) -> Sample:
+def _problem(extra_info: dict[str, Any] | None) -> str:
+    """The problem statement, where veRL datasets put it (else "": the PRM sees no prompt)."""
     info = extra_info or {}
-    prompt = str(info.get("prompt") or info.get("question") or "")
-    return Sample(prompt=prompt, response=solution_str, tests=ground_truth)
+    return str(info.get("prompt") or info.get("question") or "")
+
+
+def _sample(solution_str: str, ground_truth: Any, extra_info: dict[str, Any] | None) -> Sample:
+    return Sample(prompt=_problem(extra_info), response=solution_str, tests=ground_truth)
 
 
 def _as_score(judged: Judged) -> dict[str, float]:
@@ -109,10 +113,10 @@ class DenseRewardManager:
             length = int(mask[i, prompt_length:].sum())
             text, token_ends = decode_with_ends(self.tokenizer, responses[i, :length].tolist())
             truth = data.non_tensor_batch["reward_model"][i]["ground_truth"]
-            info = extra[i] if extra is not None else None
-            prompt = self.tokenizer.decode(valid_prompt, skip_special_tokens=True)
-            named = _sample(text, truth, info).prompt  # the problem, when the dataset names it
-            samples.append(Sample(prompt=named or prompt, response=text, tests=truth))
+            prompt = _problem(extra[i] if extra is not None else None) or self.tokenizer.decode(
+                valid_prompt, skip_special_tokens=True
+            )
+            samples.append(Sample(prompt=prompt, response=text, tests=truth))
             ends.append(token_ends)
             lengths.append(length)
         judged = self.rewards.judge(samples)

@@ -10,9 +10,10 @@ cheap enough to prepare ahead of each request:
   It also gets an empty network namespace of its own.
 * `enter_sandbox` (per execution, in a process cloned into new pid, mount, IPC and UTS
   namespaces): mount a fresh /proc (only this execution's processes) and a size-capped tmpfs
-  scratch directory at /tmp, then drop every capability, bounding set included, so nothing
-  it runs can ever regain one. Its uid is the worker namespace's 0, which is the host's
-  `nobody` (or the service's own uid when that is not root).
+  scratch directory at /tmp, then drop every capability (the bounding set was emptied once,
+  in the zygote that forks sandboxes), so nothing it runs can ever regain one. Its uid is
+  the worker namespace's 0, which is the host's `nobody` (or the service's own uid when that
+  is not root).
 
 The user and network namespaces are per worker rather than per execution (creating and
 destroying them is most of the cost of a sandbox). A worker runs one execution at a time and
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 from services.executor import linux
@@ -72,7 +72,10 @@ class RootSpec:
 
 def isolate_worker(spec: RootSpec) -> str:
     """Confine the calling (single-threaded) worker. Returns the host dir used as its root."""
-    host_dir = tempfile.mkdtemp(prefix="codeprm-root-")
+    # Not tempfile.mkdtemp: tempfile imports random, whose fork hook (a reseed) would cost
+    # every sandbox forked from this process.
+    host_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"codeprm-root-{os.urandom(8).hex()}")
+    os.mkdir(host_dir, 0o700)
     if os.geteuid() == 0:
         # Build the root while we can still read everything (the Python installation may live
         # under /root), then never let sandboxed code act as the host's root.
@@ -166,4 +169,10 @@ def enter_sandbox(scratch_mb: int) -> None:
     # or open its /proc/<pid>/fd and /proc/<pid>/mem.
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    linux.drop_all_capabilities()
+    # The bounding set is already empty (`empty_bounding_set`, in the zygote that forked us).
+    linux.clear_capabilities()
+
+
+def empty_bounding_set() -> None:
+    """Called once in the zygote; every sandbox forked from it inherits the empty set."""
+    linux.drop_bounding_set()

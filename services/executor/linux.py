@@ -11,6 +11,7 @@ import os
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
+CLONE_PARENT = 0x00008000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
@@ -118,13 +119,17 @@ class _CapData(ctypes.Structure):
     ]
 
 
-def drop_all_capabilities() -> None:
-    """Empty the bounding set, then the effective/permitted/inheritable sets, for good."""
+def drop_bounding_set() -> None:
+    """Empty the capability bounding set (inherited across fork): no exec can add one."""
     for cap in range(CAP_LAST_CAP + 1):
         try:
             prctl(PR_CAPBSET_DROP, cap)
         except OSError:
             pass  # capabilities this kernel does not know
+
+
+def clear_capabilities() -> None:
+    """Empty the effective, permitted and inheritable sets, for good."""
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = (_CapData * 2)()
     _check(_libc.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)))

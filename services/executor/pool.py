@@ -119,6 +119,7 @@ class Pool:
             "parent_pid": os.getpid(),
             "extra_paths": self.settings.extra_paths,
             "scratch_mb": self.settings.scratch_mb,
+            "judge_memory_mb": self.settings.max_memory_mb,
         }
         try:
             hello = await asyncio.wait_for(worker.call(config), 60)

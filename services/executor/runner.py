@@ -3,11 +3,11 @@
 Two shapes:
 
 * program (`/v1/run`, stdio tests): the sandbox's first process becomes the program itself.
-* judge + candidate (assert and call tests): the first process is a trusted judge that runs
-  the test code; the untrusted solution runs in a child, the candidate, and answers the
-  judge's calls with plain data over a pipe. Nothing the candidate does in its own process
-  (exiting early, patching builtins, printing markers, returning objects that equal
-  everything) can reach the judge's verdict: the judge only ever receives plain values.
+* judge + candidate (assert and call tests): a trusted judge, in a sandbox of its own, runs
+  the test code; the untrusted solution runs in the candidate and answers the judge's calls
+  with plain data over a pipe. Nothing the candidate does in its own process (exiting early,
+  patching builtins, printing markers, returning objects that equal everything) can reach
+  the judge's verdict: the judge only ever receives plain values.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import builtins
 import linecache
 import os
 import resource
+import socket
 import sys
-import threading
 import traceback
 import types
 from dataclasses import dataclass, field
@@ -63,7 +63,7 @@ def become_program(
     os.dup2(stdin_fd, 0)
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)
-    _close_fds_except(keep)
+    close_fds_except(keep)
     streams = {
         "stdin": open(0, encoding="utf-8", errors="replace", closefd=False),
         "stdout": open(1, "w", encoding="utf-8", errors="replace", closefd=False),
@@ -78,7 +78,7 @@ def become_program(
     limits.apply()
 
 
-def _close_fds_except(keep: tuple[int, ...]) -> None:
+def close_fds_except(keep: tuple[int, ...]) -> None:
     start = 3
     for fd in sorted(keep):
         if fd >= start:
@@ -122,7 +122,10 @@ def _exit_status(exc: SystemExit) -> int:
 
 def _finish(status: int) -> NoReturn:
     try:
-        for thread in threading.enumerate():
+        # Never imported before the program runs: threading's fork hooks would cost every
+        # sandbox; a program that starts threads has imported it.
+        threading = sys.modules.get("threading")
+        for thread in threading.enumerate() if threading else ():
             if thread is not threading.main_thread() and not thread.daemon:
                 thread.join()
         atexit._run_exitfuncs()
@@ -321,3 +324,51 @@ def judge_calls(
 def describe_failure(exc: BaseException) -> str:
     lines = traceback.format_exception_only(type(exc), exc)
     return "".join(lines).strip()[:4000]
+
+
+def serve_judge(channel: socket.socket) -> NoReturn:
+    """The judge's loop: per job, the candidate's pipe ends (SCM_RIGHTS) and then a frame
+    with the tests come in; case frames and a final `done` frame go out."""
+    fd = channel.fileno()
+    while True:
+        message, fds, _, _ = socket.recv_fds(channel, 1, 2)
+        if not message:
+            os._exit(0)
+        requests_w, replies_r = fds
+        try:
+            job = wire.read_frame(fd)
+            candidate = Candidate(requests_w, replies_r, JudgeState())
+            done = judge(candidate, job, fd)
+        finally:
+            os.close(requests_w)
+            os.close(replies_r)
+        wire.write_frame(fd, done)
+
+
+def judge(candidate: Candidate, job: dict[str, Any], report_fd: int) -> dict[str, Any]:
+    """Run one job's tests against the candidate; the summary for the worker."""
+    state = candidate.state
+    completed, error = False, None
+    try:
+        loaded = candidate.loaded()
+        if not loaded["loaded"]:
+            state.raised = True
+            kind, message = loaded["raise"]
+            state.memory_error = kind == "MemoryError"
+            error = f"{kind}: {message}"
+        elif "test_code" in job:
+            judge_asserts(candidate, job["test_code"], job.get("entry_point"))
+            completed = True
+        else:
+            judge_calls(candidate, job["entry_point"], job["cases"], report_fd)
+            completed = True
+    except BaseException as exc:  # the tests' own SystemExit included: a job ends, not us
+        error = describe_failure(exc)
+    return {
+        "done": True,
+        "completed": completed,
+        "error": error,
+        "raised": state.raised,
+        "memory_error": state.memory_error,
+        "died": state.died,
+    }

@@ -40,19 +40,6 @@ def frame_size(header: bytes) -> int:
     return int(size)
 
 
-def decode_frames(buffer: bytes) -> list[Any]:
-    """Every complete frame in `buffer`, in order (a truncated last one is dropped)."""
-    frames, offset = [], 0
-    while offset + HEADER_BYTES <= len(buffer):
-        size = frame_size(buffer[offset : offset + HEADER_BYTES])
-        payload = buffer[offset + HEADER_BYTES : offset + HEADER_BYTES + size]
-        if len(payload) < size:
-            break
-        frames.append(json.loads(payload))
-        offset += HEADER_BYTES + size
-    return frames
-
-
 def write_frame(fd: int, message: Any) -> None:
     write_all(fd, encode_frame(message))
 
@@ -70,16 +57,14 @@ def read_exact(fd: int, n: int) -> bytes | None:
 
 def encode_job(job: dict[str, Any]) -> bytes:
     """A job for a worker: a frame the worker reads, then the program's part and the judge's
-    part (the tests), which the worker forwards to the sandbox as raw frames. The worker
-    never decodes them, so no copy of a job's tests is left in the memory that later
-    sandboxes are forked from."""
+    part (the tests), which the worker forwards to its sandboxes as they are (`read_raw_frame`)
+    rather than decoding and encoding them again."""
     meta = {k: v for k, v in job.items() if k not in ("program", "judge")}
     return encode_frame(meta) + encode_frame(job["program"]) + encode_frame(job["judge"])
 
 
 def read_raw_frame(fd: int) -> bytearray | None:
-    """The next frame, header included, read straight into one buffer (no other copy is
-    made), or None at end of stream. Scrub it with `scrub` when done."""
+    """The next frame, header included, undecoded; None at end of stream."""
     header = read_exact(fd, HEADER_BYTES)
     if header is None:
         return None
@@ -94,8 +79,23 @@ def read_raw_frame(fd: int) -> bytearray | None:
     return frame
 
 
-def scrub(frame: bytearray) -> None:
-    frame[:] = bytes(len(frame))  # same length: overwritten in place, never reallocated
+class FrameBuffer:
+    """Frames from a stream that arrives in arbitrary chunks."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        """The frames that `chunk` completes, in order."""
+        self._buffer += chunk
+        frames = []
+        while len(self._buffer) >= HEADER_BYTES:
+            end = HEADER_BYTES + frame_size(bytes(self._buffer[:HEADER_BYTES]))
+            if len(self._buffer) < end:
+                break
+            frames.append(json.loads(self._buffer[HEADER_BYTES:end]))
+            del self._buffer[:end]
+        return frames
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

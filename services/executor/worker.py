@@ -1,11 +1,11 @@
 """A sandbox worker: one process, one execution at a time, started by the service's pool.
 
 The worker confines itself once (`jail.isolate_worker`: unprivileged uid, own user namespace,
-empty network namespace, minimal read-only root), then loops: read a job from stdin, run it in
-a sandbox, write the result to stdout. The next sandbox (fresh pid, mount, IPC and UTS
-namespaces, procfs, scratch tmpfs, no capabilities) is built right after each result is sent,
-so a request never waits for namespace set-up. Everything about an execution is decided here,
-outside the sandbox: the wall-clock deadline, output caps, and the process's fate.
+empty network namespace, minimal read-only root), starts its zygote (`zygote`), which forks
+every sandbox from then on, and loops: read a job from stdin, hand the program to a candidate
+sandbox forked ahead of time and, for assert and call tests, the tests to its long-lived judge
+sandbox; supervise; write the result to stdout. Everything about an execution is decided
+here, outside the sandboxes: the wall-clock deadline, output caps, and the processes' fate.
 
 Run as `python -m services.executor.worker`; speaks `wire` frames on stdin/stdout.
 """
@@ -16,13 +16,21 @@ import gc
 import os
 import select
 import signal
+import socket
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
-from services.executor import jail, linux, runner, wire
+from services.executor import jail, linux, wire
+from services.executor.zygote import (
+    SANDBOX_FAILURE,
+    CandidateSandbox,
+    JudgeSandbox,
+    SandboxConfig,
+    Zygote,
+    ZygoteFailed,
+)
 
 # Imported once here so that sandboxed programs find them already loaded (fork shares them).
 PRELOAD = (
@@ -34,13 +42,11 @@ PRELOAD = (
     "heapq",
     "bisect",
     "string",
-    "random",
     "typing",
     "json",
     "hashlib",
     "fractions",
     "decimal",
-    "statistics",
     "copy",
     "operator",
     "datetime",
@@ -51,27 +57,15 @@ PRELOAD = (
     "textwrap",
     "unicodedata",
 )
-SANDBOX_FAILURE = 70  # exit code of a sandbox whose set-up failed (EX_SOFTWARE)
-PER_EXECUTION_NAMESPACES = (
-    linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
-)
-
-
-@dataclass
-class Sandbox:
-    pid: int
-    job_w: int
-    report_r: int
-    stdin_w: int
-    stdout_r: int
-    stderr_r: int
+JUDGE_GRACE_S = 1.0  # after the candidate is killed, for the judge to report
+JUDGE_JOBS = 1000  # a fresh judge after this many jobs: test code may leave state behind
 
 
 @dataclass
 class Outcome:
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
-    report: bytearray = field(default_factory=bytearray)
+    report: list[dict[str, Any]] = field(default_factory=list)  # the judge's frames
     killed_for: str | None = None  # "timeout" | "output_limit"
     wait_status: int = 0
     cpu_s: float = 0.0
@@ -79,116 +73,149 @@ class Outcome:
 
 
 class Worker:
-    def __init__(self, *, scratch_mb: int, isolated: bool) -> None:
-        self.scratch_mb = scratch_mb
+    def __init__(self, zygote: Zygote, *, isolated: bool) -> None:
+        self.zygote = zygote
         self.isolated = isolated
-        self.next: Sandbox | None = None
+        self.judge: JudgeSandbox | None = None
 
-    # -- sandbox creation ------------------------------------------------------------------
-
-    def spawn(self) -> Sandbox:
-        job_r, job_w = os.pipe()
-        report_r, report_w = os.pipe()
-        stdin_r, stdin_w = os.pipe()
-        stdout_r, stdout_w = os.pipe()
-        stderr_r, stderr_w = os.pipe()
-        pid = linux.fork_into_namespaces(PER_EXECUTION_NAMESPACES) if self.isolated else os.fork()
-        if pid == 0:
-            for fd in (job_w, report_r, stdin_w, stdout_r, stderr_r):
-                os.close(fd)
-            self._sandbox_main(job_r, report_w, stdin_r, stdout_w, stderr_w)
-        for fd in (job_r, report_w, stdin_r, stdout_w, stderr_w):
-            os.close(fd)
-        return Sandbox(pid, job_w, report_r, stdin_w, stdout_r, stderr_r)
-
-    def _sandbox_main(
-        self, job_r: int, report_w: int, stdin_r: int, stdout_w: int, stderr_w: int
-    ) -> NoReturn:
-        try:
-            devnull = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1):  # the worker's protocol pipes are not the sandbox's business
-                os.dup2(devnull, fd)
-            # The worker gone means nobody enforces limits any more: die with it.
-            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-            if self.isolated:
-                jail.enter_sandbox(self.scratch_mb)
-            # Own session: kill(0, ...) inside reaches only this execution's processes.
-            os.setsid()
-            program = wire.read_frame(job_r)
-            if program is None:
-                os._exit(0)
-            limits = runner.Limits(**program["limits"])
-            if program["mode"] == "program":
-                runner.become_program(limits, stdin_r, stdout_w, stderr_w)
-                runner.run_program(program["code"])
-            _judge_main(program, limits, job_r, report_w, stdin_r, stdout_w, stderr_w)
-        except BaseException:
-            # Our own failure, before any untrusted code ran: say why, as a sandbox_error.
-            os.write(stderr_w, traceback.format_exc().encode()[-4000:])
-            os._exit(SANDBOX_FAILURE)
-
-    # -- one execution ---------------------------------------------------------------------
-
-    def execute(self, job: dict[str, Any], program: bytearray, judge: bytearray) -> dict[str, Any]:
-        sandbox = self.next or self.spawn()
-        self.next = None
+    def execute(self, job: dict[str, Any], program: bytearray, tests: bytearray) -> dict[str, Any]:
+        sandbox = self.zygote.candidate()
         started = time.monotonic()
         try:
             wire.write_all(sandbox.job_w, program)
-            wire.write_all(sandbox.job_w, judge)
         except BrokenPipeError:
             pass  # the sandbox died before reading its job: supervision reports it
         finally:
             os.close(sandbox.job_w)
-        outcome = self._supervise(sandbox, job, started)
+        judge = self._hand_over(sandbox, tests) if job["mode"] != "program" else None
+        os.close(sandbox.requests_w)
+        os.close(sandbox.replies_r)
+        outcome = self._supervise(sandbox, judge, job, started)
         wall = time.monotonic() - started
+        self.zygote.order_candidate()  # forked while this result goes out
         return _result(job, outcome, wall)
 
-    def _supervise(self, sb: Sandbox, job: dict[str, Any], started: float) -> Outcome:
+    # -- the judge ------------------------------------------------------------------------
+
+    def _hand_over(self, sandbox: CandidateSandbox, tests: bytearray) -> JudgeSandbox:
+        """Give the judge this candidate's pipes and the tests (a fresh judge if need be)."""
+        for attempt in range(2):
+            if self.judge is None or self.judge.jobs >= JUDGE_JOBS:
+                self.drop_judge()
+                self.judge = self.zygote.judge()
+            judge = self.judge
+            try:
+                socket.send_fds(judge.channel, [b"j"], [sandbox.requests_w, sandbox.replies_r])
+                judge.channel.sendall(tests)
+            except OSError:  # it died while idle (killed by its own test code, say)
+                self.drop_judge()
+                if attempt:
+                    raise
+                continue
+            judge.jobs += 1
+            return judge
+        raise AssertionError("unreachable")
+
+    def drop_judge(self) -> None:
+        if self.judge is not None:
+            self._kill(self.judge.pid)
+            self.judge.channel.close()
+            os.waitpid(self.judge.pid, 0)
+            self.judge = None
+
+    # -- supervision ----------------------------------------------------------------------
+
+    def _supervise(
+        self, sb: CandidateSandbox, judge: JudgeSandbox | None, job: dict[str, Any], started: float
+    ) -> Outcome:
+        """Until the candidate is gone (and, for judged jobs, the judge has reported): feed
+        stdin, collect output within caps, kill at the deadline."""
         out = Outcome()
         deadline = started + float(job["timeout_s"])
+        judge_deadline = float("inf")
         cap = int(job["output_limit_bytes"])
         stdin = memoryview(job.get("stdin", "").encode())
-        readers = {sb.stdout_r: out.stdout, sb.stderr_r: out.stderr, sb.report_r: out.report}
-        writers = {sb.stdin_w} if stdin else set()
-        if not stdin:
-            os.close(sb.stdin_w)
+        pidfd = os.pidfd_open(sb.pid)
+        readers = {sb.stdout_r: out.stdout, sb.stderr_r: out.stderr}
         poller = select.poll()
-        for fd in readers:
+        for fd in (*readers, pidfd):
             poller.register(fd, select.POLLIN)
-        if writers:
+        if stdin:
             os.set_blocking(sb.stdin_w, False)
             poller.register(sb.stdin_w, select.POLLOUT)
-        while readers:
-            left = deadline - time.monotonic()
-            if left <= 0 and out.killed_for is None:
+        else:
+            os.close(sb.stdin_w)
+        report = wire.FrameBuffer()
+        if judge is not None:
+            poller.register(judge.channel.fileno(), select.POLLIN)
+        exited = False
+        while readers or not exited or judge is not None:
+            now = time.monotonic()
+            if now >= deadline and out.killed_for is None:
                 out.killed_for = "timeout"
                 self._kill(sb.pid)
-            for fd, _ in poller.poll(max(left, 0.05) * 1000 if out.killed_for is None else 100):
-                if fd in writers:
-                    stdin = self._feed(sb.stdin_w, stdin)
+                judge_deadline = now + JUDGE_GRACE_S
+            if judge is not None and now >= judge_deadline:  # stuck in its own test code
+                poller.unregister(judge.channel.fileno())
+                self.drop_judge()
+                judge = None
+                continue
+            wait = min(deadline, judge_deadline) - now if out.killed_for is None else 0.1
+            for fd, _ in poller.poll(max(wait, 0.01) * 1000):
+                if fd == pidfd:
+                    exited = True
+                    poller.unregister(fd)
+                elif fd == sb.stdin_w:
+                    stdin = self._feed(fd, stdin)
                     if not stdin:
                         poller.unregister(fd)
-                        writers.clear()
                         os.close(fd)
-                    continue
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    poller.unregister(fd)
-                    os.close(fd)
-                    del readers[fd]
-                    continue
-                buffer = readers[fd]
-                buffer += chunk
-                if fd != sb.report_r and len(buffer) > cap and out.killed_for is None:
-                    out.killed_for = "output_limit"
-                    self._kill(sb.pid)
-        for fd in writers:
+                elif judge is not None and fd == judge.channel.fileno():
+                    chunk = os.read(fd, 1 << 16)
+                    frames = report.feed(chunk) if chunk else []
+                    out.report += frames
+                    if not chunk or any(f.get("done") for f in frames):
+                        if not chunk:  # the judge died: nothing of this job to wait for
+                            self.drop_judge()
+                        poller.unregister(fd)
+                        judge = None
+                        self._kill(sb.pid)  # its part is over once the tests are
+                else:
+                    self._read(fd, readers, poller, out, sb.pid, cap)
+            if exited and out.killed_for is not None and time.monotonic() > deadline + 2:
+                break  # weak isolation only: an escaped process holds a pipe open
+        if judge is not None:  # mid-job: it must not carry this job's report into the next
+            self.drop_judge()
+        for fd in readers:
             os.close(fd)
+        if stdin:
+            os.close(sb.stdin_w)
+        os.close(pidfd)
         _, out.wait_status, usage = os.wait4(sb.pid, 0)
         out.cpu_s = usage.ru_utime + usage.ru_stime
         out.maxrss_kb = usage.ru_maxrss
         return out
+
+    def _read(
+        self,
+        fd: int,
+        readers: dict[int, bytearray],
+        poller: select.poll,
+        out: Outcome,
+        pid: int,
+        cap: int,
+    ) -> None:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            poller.unregister(fd)
+            os.close(fd)
+            del readers[fd]
+            return
+        buffer = readers[fd]
+        buffer += chunk
+        if len(buffer) > cap and out.killed_for is None:
+            out.killed_for = "output_limit"
+            self._kill(pid)
 
     def _kill(self, pid: int) -> None:
         # With namespaces, pid is the sandbox's init: the kernel then kills everything inside.
@@ -211,66 +238,6 @@ class Worker:
             return memoryview(b"")
 
 
-def _judge_main(
-    program: dict[str, Any],
-    limits: runner.Limits,
-    job_r: int,
-    report_w: int,
-    stdin_r: int,
-    stdout_w: int,
-    stderr_w: int,
-) -> NoReturn:
-    requests_r, requests_w = os.pipe()
-    replies_r, replies_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        # Forked before the judge reads the tests, and its copy of the job pipe closed before
-        # any of its code runs: the tests never exist in the candidate's memory.
-        runner.become_program(limits, stdin_r, stdout_w, stderr_w, keep=(requests_r, replies_w))
-        runner.serve_candidate(program["code"], requests_r, replies_w)
-    del program
-    job = wire.read_frame(job_r)
-    os.close(job_r)
-    for fd in (requests_r, replies_w, stdin_r, stdout_w, stderr_w):
-        os.close(fd)
-    os.dup2(os.open("/dev/null", os.O_RDWR), 2)  # the test code's own prints go nowhere
-    state = runner.JudgeState()
-    candidate = runner.Candidate(requests_w, replies_r, state)
-    completed, error = False, None
-    try:
-        loaded = candidate.loaded()
-        if not loaded["loaded"]:
-            state.raised = True
-            kind, message = loaded["raise"]
-            state.memory_error = kind == "MemoryError"
-            error = f"{kind}: {message}"
-        elif "test_code" in job:
-            runner.judge_asserts(candidate, job["test_code"], job.get("entry_point"))
-            completed = True
-        else:
-            runner.judge_calls(candidate, job["entry_point"], job["cases"], report_w)
-            completed = True
-    except BaseException as exc:
-        error = runner.describe_failure(exc)
-    os.kill(pid, signal.SIGKILL)
-    _, status, usage = os.wait4(pid, 0)
-    wire.write_frame(
-        report_w,
-        {
-            "done": True,
-            "completed": completed,
-            "error": error,
-            "raised": state.raised,
-            "memory_error": state.memory_error,
-            "died": state.died,
-            "candidate_status": status,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
-            "maxrss_kb": usage.ru_maxrss,
-        },
-    )
-    os._exit(0)
-
-
 def _result(job: dict[str, Any], out: Outcome, wall: float) -> dict[str, Any]:
     stdout = out.stdout[: int(job["output_limit_bytes"])].decode("utf-8", "replace")
     stderr = out.stderr[: int(job["output_limit_bytes"])].decode("utf-8", "replace")
@@ -285,9 +252,8 @@ def _result(job: dict[str, Any], out: Outcome, wall: float) -> dict[str, Any]:
             cpu_time_s=out.cpu_s, peak_memory_mb=out.maxrss_kb / 1024, exit_code=exit_code
         )
     else:
-        frames = wire.decode_frames(bytes(out.report))
-        done = next((f for f in frames if f.get("done")), None)
-        cases = {f["case"]: f for f in frames if "case" in f}
+        done = next((f for f in out.report if f.get("done")), None)
+        cases = {f["case"]: f for f in out.report if "case" in f}
         result["judge"] = {
             "completed": bool(done and done["completed"]),
             "error": done["error"] if done else None,
@@ -298,10 +264,8 @@ def _result(job: dict[str, Any], out: Outcome, wall: float) -> dict[str, Any]:
             if out.killed_for is None:
                 result["judge"]["error"] = "the judge process died"
         else:
-            status, exit_code = _judged_status(done, cpu_limit, stderr, memory_limit_mb)
-            result.update(cpu_time_s=done["cpu_s"], peak_memory_mb=done["maxrss_kb"] / 1024)
-        result.setdefault("cpu_time_s", out.cpu_s)
-        result.setdefault("peak_memory_mb", out.maxrss_kb / 1024)
+            status, exit_code = _judged_status(done, out, cpu_limit, stderr, memory_limit_mb)
+        result.update(cpu_time_s=out.cpu_s, peak_memory_mb=out.maxrss_kb / 1024)
     if out.killed_for is not None:
         status = out.killed_for
     result.update(status=status, exit_code=exit_code)
@@ -339,15 +303,14 @@ def _program_status(
 
 
 def _judged_status(
-    done: dict[str, Any], cpu_limit: float, stderr: str, memory_mb: int
+    done: dict[str, Any], out: Outcome, cpu_limit: float, stderr: str, memory_mb: int
 ) -> tuple[str, int]:
-    candidate = int(done["candidate_status"])
-    if done["died"] and os.WIFSIGNALED(candidate):
-        sig = os.WTERMSIG(candidate)
-        if _cpu_exhausted(sig, done["cpu_s"], cpu_limit):
+    if done["died"] and os.WIFSIGNALED(out.wait_status):
+        sig = os.WTERMSIG(out.wait_status)
+        if _cpu_exhausted(sig, out.cpu_s, cpu_limit):
             return "timeout", -sig
     if done["memory_error"] or (
-        done["died"] and _memory_exhausted(stderr, done["maxrss_kb"], memory_mb)
+        done["died"] and _memory_exhausted(stderr, out.maxrss_kb, memory_mb)
     ):
         return "memory_limit", 1
     if done["raised"] or done["died"]:
@@ -379,21 +342,29 @@ def main() -> None:
         return  # the service died before we could ask to die with it
     sys.path[:] = [p for p in sys.path if os.path.isdir(p)]
     gc.freeze()  # fewer copy-on-write faults in every forked sandbox
-    worker = Worker(scratch_mb=config["scratch_mb"], isolated=config["isolated"])
-    worker.next = worker.spawn()
+    # Before the first job: no sandbox is ever forked from memory that has seen one.
+    zygote = Zygote.start(
+        SandboxConfig(
+            isolated=config["isolated"],
+            scratch_mb=config["scratch_mb"],
+            judge_memory_mb=config["judge_memory_mb"],
+        )
+    )
+    worker = Worker(zygote, isolated=config["isolated"])
+    try:
+        worker.judge = zygote.judge()
+        zygote.order_candidate()
+    except ZygoteFailed as exc:
+        wire.write_frame(1, {"ready": False, "error": f"no sandbox: {exc}"})
+        return
     wire.write_frame(1, {"ready": True, "host_dir": host_dir, "pid": os.getpid()})
     while (job := wire.read_frame(0)) is not None:
-        program, judge = wire.read_raw_frame(0), wire.read_raw_frame(0)
-        if program is None or judge is None:
+        program, tests = wire.read_raw_frame(0), wire.read_raw_frame(0)
+        if program is None or tests is None:
             break
-        result = worker.execute(job, program, judge)
-        wire.scrub(program)
-        wire.scrub(judge)
-        wire.write_frame(1, result)
-        worker.next = worker.spawn()
-    if worker.next is not None:
-        os.close(worker.next.job_w)  # the waiting sandbox reads EOF and exits
-        os.waitpid(worker.next.pid, 0)
+        wire.write_frame(1, worker.execute(job, program, tests))
+    worker.drop_judge()
+    zygote.close()
 
 
 if __name__ == "__main__":

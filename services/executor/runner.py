@@ -125,9 +125,10 @@ def _finish(status: int) -> NoReturn:
         # Never imported before the program runs: threading's fork hooks would cost every
         # sandbox; a program that starts threads has imported it.
         threading = sys.modules.get("threading")
-        for thread in threading.enumerate() if threading else ():
-            if thread is not threading.main_thread() and not thread.daemon:
-                thread.join()
+        if threading is not None:
+            for thread in threading.enumerate():
+                if thread is not threading.main_thread() and not thread.daemon:
+                    thread.join()
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -25,14 +25,16 @@ from services.executor.evaluation import Executor
 router = APIRouter()
 
 
-def get_executor(request: Request) -> Executor:
+# Dependencies are async: FastAPI runs plain `def` ones in a thread pool, a thread hand-off
+# per request for a few attribute lookups.
+async def get_executor(request: Request) -> Executor:
     executor: Executor | None = getattr(request.app.state, "executor", None)
     if executor is None or not request.app.state.ready:
         raise NotReady("the sandbox is not ready yet", retry_after_s=2)
     return executor
 
 
-def check_size(request: Request) -> None:
+async def check_size(request: Request) -> None:
     limit = request.app.state.settings.max_request_bytes
     length = request.headers.get("content-length")
     if length is not None and int(length) > limit:

@@ -56,10 +56,9 @@ class Limits:
         resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
 
 
-def become_program(
-    limits: Limits, stdin_fd: int, stdout_fd: int, stderr_fd: int, keep: tuple[int, ...] = ()
-) -> None:
-    """Make this forked worker look like a fresh `python solution.py` with limits applied."""
+def become_program(stdin_fd: int, stdout_fd: int, stderr_fd: int, keep: tuple[int, ...]) -> None:
+    """Make this forked process look like a fresh `python solution.py` (its limits are applied
+    once the job is known: `Limits.apply`). Keeps only fds 0-2 and `keep` open."""
     os.dup2(stdin_fd, 0)
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)
@@ -75,7 +74,6 @@ def become_program(
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
     sys.argv = [SOLUTION_FILE]
-    limits.apply()
 
 
 def close_fds_except(keep: tuple[int, ...]) -> None:

@@ -226,20 +226,27 @@ def _candidate_main(
     requests_r: int,
     replies_w: int,
 ) -> NoReturn:
+    failures = stderr_w  # where our own failure is told: the program's stderr
     try:
         _enter(config)
+        # Everything that does not depend on the job is done before it arrives.
+        runner.become_program(stdin_r, stdout_w, stderr_w, keep=(job_r, requests_r, replies_w))
+        failures = 2
         program = wire.read_frame(job_r)
+        os.close(job_r)
         if program is None:
             os._exit(0)
         limits = runner.Limits(**program["limits"])
         if program["mode"] == "program":
-            runner.become_program(limits, stdin_r, stdout_w, stderr_w)
+            os.close(requests_r)
+            os.close(replies_w)
+            limits.apply()
             runner.run_program(program["code"])
-        runner.become_program(limits, stdin_r, stdout_w, stderr_w, keep=(requests_r, replies_w))
+        limits.apply()
         runner.serve_candidate(program["code"], requests_r, replies_w)
     except BaseException:
         # Our own failure, before any untrusted code ran: say why, as a sandbox_error.
-        os.write(stderr_w, traceback.format_exc().encode()[-4000:])
+        os.write(failures, traceback.format_exc().encode()[-4000:])
         os._exit(SANDBOX_FAILURE)
 
 

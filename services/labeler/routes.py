@@ -18,7 +18,9 @@ from services.labeler.settings import LabelerSettings
 router = APIRouter(prefix="/v1/label")
 
 
-def get_store(request: Request) -> RunStore:
+# Dependencies are async: FastAPI runs plain `def` ones in a thread pool, a thread hand-off
+# per request for a few attribute lookups.
+async def get_store(request: Request) -> RunStore:
     settings: LabelerSettings = request.app.state.settings
     return RunStore(request.app.state.redis, settings.key_prefix)
 

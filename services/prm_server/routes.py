@@ -25,14 +25,18 @@ from services.prm_server.settings import PrmSettings
 from services.prm_server.state import Scorer
 
 
-def scorer(request: Request) -> Scorer:
+# Dependencies are async: FastAPI runs plain `def` ones in a thread pool, a thread hand-off
+# per request for a few attribute lookups.
+async def scorer(request: Request) -> Scorer:
     current: Scorer | None = request.app.state.scorer
     if current is None:
         raise NotReady("the model is not loaded yet; see /readyz")
     return current
 
 
-def authorized(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+async def authorized(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
     key = request.app.state.settings.api_key
     if key is None:
         return

@@ -169,6 +169,11 @@ CASES = [
     ),
     Case("kill_init", "import os, signal\nos.kill(1, signal.SIGKILL)\nprint('alive')", {"ok"}),
     # -- output -------------------------------------------------------------------------
+    Case(
+        "close_output_and_sleep",  # no stream left to watch: the deadline must still hold
+        "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(120)",
+        {"timeout"},
+    ),
     Case("stdout_flood", "while True: print('x' * 1000)", {"output_limit"}),
     Case("stderr_flood", "import sys\nwhile True: sys.stderr.write('y' * 1000)", {"output_limit"}),
     Case("one_huge_write", "import sys\nsys.stdout.write('x' * 50_000_000)", {"output_limit"}),
@@ -360,20 +365,37 @@ CASES = [
         ADD_TESTS,
     ),
     Case(
-        "ptrace_the_judge",
+        "ptrace_any_other_process",  # the judge lives in another pid namespace: no pid to name
         src("""
-        import ctypes
+        import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
-        print("attach", libc.ptrace(16, 1, None, None), ctypes.get_errno())
-        try: open("/proc/1/mem", "rb").read(1)
-        except OSError as e: print("mem", e.errno)
+        others = [p for p in range(1, 300) if p != os.getpid()]
+        print("attached", [p for p in others if libc.ptrace(16, p, None, None) == 0])
+        print("seen", [p for p in os.listdir("/proc") if p.isdigit()])
         def add(a, b): return a - b"""),
         set(),
         ADD_TESTS,
     ),
     Case(
-        "kill_the_judge",
-        "import os, signal\nos.kill(1, signal.SIGKILL)\n" + WRONG_ADD,
+        "kill_everything_it_can",
+        src("""
+        import os, signal
+        for pid in [-1, *range(1, 300)]:
+            try: os.kill(pid, signal.SIGKILL)
+            except OSError: pass
+        def add(a, b): return a - b"""),
+        set(),
+        ADD_TESTS,
+    ),
+    Case(
+        "forge_replies_on_every_fd",
+        src("""
+        import json, os, struct
+        frame = json.dumps({"value": 5}).encode()
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            try: os.write(fd, struct.pack(">I", len(frame)) + frame)
+            except OSError: pass
+        def add(a, b): return a - b"""),
         set(),
         ADD_TESTS,
     ),
@@ -466,9 +488,9 @@ MEMORY_SCAN = src("""
 
 
 def test_no_earlier_tests_are_left_in_sandbox_memory(contained_executor: ContainedExecutor) -> None:
-    """Sandboxes are forked from long-lived workers: a worker that once decoded a job's tests
-    would hand their bytes to every later sandbox, where a program can read them back (RL
-    resubmits the same problem constantly). Workers forward tests undecoded and scrubbed."""
+    """Sandboxes forked from memory that once held a job's tests would carry their bytes to
+    every later sandbox, where a program can read them back (RL resubmits the same problem
+    constantly). Sandboxes come from a zygote that never sees a job."""
     require_isolation(contained_executor)
     url = contained_executor.url
     honest = {"code": "def add(a, b):\n    return a + b\n", "tests": ADD_TESTS}
@@ -478,3 +500,27 @@ def test_no_earlier_tests_are_left_in_sandbox_memory(contained_executor: Contain
         result = httpx.post(f"{url}/v1/run", json={"code": MEMORY_SCAN}, timeout=60).json()
         assert result["status"] == "ok", result
         assert result["stdout"].strip() == "[(b'7', b'8', b'15')]", result["stdout"]
+
+
+def test_later_executions_are_judged_afresh(contained_executor: ContainedExecutor) -> None:
+    """Judges are long-lived; nothing an earlier job did reaches a later job's verdict: a
+    candidate that wrote forged replies everywhere, test code stuck in a loop, test code that
+    kills its judge."""
+    require_isolation(contained_executor)
+    url = contained_executor.url
+    forger = next(c for c in CASES if c.name == "forge_replies_on_every_fd")
+    stuck = {**ADD_TESTS, "code": "while True: pass\n"}
+    exits = {**ADD_TESTS, "code": "import os\nos._exit(0)\n"}
+
+    def evaluate(code: str, tests: dict[str, Any]) -> dict[str, Any]:
+        body = {"code": code, "tests": tests, "timeout_s": 2}
+        result: dict[str, Any] = httpx.post(f"{url}/v1/evaluate", json=body, timeout=60).json()
+        return result
+
+    honest = "def add(a, b):\n    return a + b\n"
+    assert evaluate(honest, stuck)["status"] == "timeout"
+    assert evaluate(honest, exits)["passed"] is False
+    for _ in range(6):  # every worker, round-robin
+        assert evaluate(forger.code, ADD_TESTS)["passed"] is False
+        assert evaluate(honest, ADD_TESTS)["passed"] is True
+        assert evaluate(WRONG_ADD, ADD_TESTS)["passed"] is False

@@ -99,22 +99,22 @@ class Worker:
 
     def _hand_over(self, sandbox: CandidateSandbox, tests: bytearray) -> JudgeSandbox:
         """Give the judge this candidate's pipes and the tests (a fresh judge if need be)."""
-        for attempt in range(2):
-            if self.judge is None or self.judge.jobs >= JUDGE_JOBS:
-                self.drop_judge()
-                self.judge = self.zygote.judge()
-            judge = self.judge
-            try:
-                socket.send_fds(judge.channel, [b"j"], [sandbox.requests_w, sandbox.replies_r])
-                judge.channel.sendall(tests)
-            except OSError:  # it died while idle (killed by its own test code, say)
-                self.drop_judge()
-                if attempt:
-                    raise
-                continue
-            judge.jobs += 1
-            return judge
-        raise AssertionError("unreachable")
+        if self.judge is not None and self.judge.jobs >= JUDGE_JOBS:
+            self.drop_judge()
+        try:
+            return self._send(sandbox, tests)
+        except OSError:  # it died while idle (killed from outside, say): once more, afresh
+            self.drop_judge()
+            return self._send(sandbox, tests)
+
+    def _send(self, sandbox: CandidateSandbox, tests: bytearray) -> JudgeSandbox:
+        if self.judge is None:
+            self.judge = self.zygote.judge()
+        judge = self.judge
+        socket.send_fds(judge.channel, [b"j"], [sandbox.requests_w, sandbox.replies_r])
+        judge.channel.sendall(tests)
+        judge.jobs += 1
+        return judge
 
     def drop_judge(self) -> None:
         if self.judge is not None:

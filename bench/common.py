@@ -13,37 +13,32 @@ from codeprm.stack import free_port, wait_ready
 
 def start_executor() -> tuple[subprocess.Popen[bytes], str]:
     """A real `codeprm executor serve` with its defaults (full isolation, no verdict cache)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEPRM_EXECUTOR_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "codeprm", "executor", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    if wait_ready(url, timeout_s=30):
-        return proc, url
-    proc.kill()
-    raise SystemExit("executor did not become ready")
+    return _start("executor", ["executor", "serve"], "CODEPRM_EXECUTOR_", {}, timeout_s=30)
 
 
 def start_prm_server(model: Path, device: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     """A real `codeprm prm serve` of `model`: its defaults, plus any CODEPRM_PRM_* in `env`."""
+    argv = ["prm", "serve", "--model", str(model), "--device", device]
+    return _start("PRM server", argv, "CODEPRM_PRM_", env, timeout_s=600)
+
+
+def _start(
+    name: str, argv: list[str], prefix: str, env: dict[str, str], timeout_s: float
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`codeprm <argv>` on a free port, with none of this shell's `prefix` settings but `env`."""
     port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CODEPRM_PRM_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "codeprm", "prm", "serve", "--model", str(model)]
-        + ["--port", str(port), "--device", device],
+        [sys.executable, "-m", "codeprm", *argv, "--port", str(port)],
         env=clean | env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    if wait_ready(url, timeout_s=600):
+    if wait_ready(url, timeout_s=timeout_s):
         return proc, url
     proc.kill()
-    raise SystemExit("PRM server did not become ready")
+    raise SystemExit(f"{name} did not become ready")
 
 
 def torch_machine() -> str:

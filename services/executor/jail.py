@@ -169,10 +169,5 @@ def enter_sandbox(scratch_mb: int) -> None:
     # or open its /proc/<pid>/fd and /proc/<pid>/mem.
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    # The bounding set is already empty (`empty_bounding_set`, in the zygote that forked us).
+    # The bounding set is already empty: the zygote that forked us emptied it, once.
     linux.clear_capabilities()
-
-
-def empty_bounding_set() -> None:
-    """Called once in the zygote; every sandbox forked from it inherits the empty set."""
-    linux.drop_bounding_set()

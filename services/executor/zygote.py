@@ -152,7 +152,7 @@ def _serve(control: socket.socket, config: SandboxConfig, worker_pid: int) -> No
             os.dup2(devnull, fd)
         os.close(devnull)
         if config.isolated:
-            jail.empty_bounding_set()  # inherited by every sandbox: done once, not per fork
+            linux.drop_bounding_set()  # inherited by every sandbox: done once, not per fork
         flags = linux.CLONE_PARENT | (PER_EXECUTION_NAMESPACES if config.isolated else 0)
     except BaseException:
         traceback.print_exc()

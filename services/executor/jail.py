@@ -8,12 +8,13 @@ cheap enough to prepare ahead of each request:
   libraries, the Python installation and a few device nodes. No /home, /root, /run, /var, /sys,
   no service files, no sockets of other services.
   It also gets an empty network namespace of its own.
+* `prepare_sandboxes` (once, in the zygote that forks sandboxes): empty the capability
+  bounding set, and set no_new_privs and non-dumpable, which every sandbox inherits.
 * `enter_sandbox` (per execution, in a process cloned into new pid, mount, IPC and UTS
   namespaces): mount a fresh /proc (only this execution's processes) and a size-capped tmpfs
-  scratch directory at /tmp, then drop every capability (the bounding set was emptied once,
-  in the zygote that forks sandboxes), so nothing it runs can ever regain one. Its uid is
-  the worker namespace's 0, which is the host's `nobody` (or the service's own uid when that
-  is not root).
+  scratch directory at /tmp, then drop every capability, so nothing it runs can ever regain
+  one. Its uid is the worker namespace's 0, which is the host's `nobody` (or the service's
+  own uid when that is not root).
 
 The user and network namespaces are per worker rather than per execution (creating and
 destroying them is most of the cost of a sandbox). A worker runs one execution at a time and
@@ -24,6 +25,7 @@ share them at the same time and nothing of one can be left for the next.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 
@@ -153,6 +155,15 @@ def _bind_readonly(source: str, target: str, *, is_dir: bool, devices: bool = Fa
     linux.mount(None, target, None, flags)
 
 
+def prepare_sandboxes() -> None:
+    """Called once in the zygote: what every sandbox it forks inherits."""
+    linux.drop_bounding_set()  # no sandbox can ever regain a capability
+    # Non-dumpable: code running as the same uid in a sandbox cannot ptrace its sandbox's
+    # first process or open its /proc/<pid>/fd and /proc/<pid>/mem.
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+
+
 def enter_sandbox(scratch_mb: int) -> None:
     """Called in a process just cloned into new pid, mount, IPC and UTS namespaces."""
     linux.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -164,10 +175,5 @@ def enter_sandbox(scratch_mb: int) -> None:
         f"size={scratch_mb}m,nr_inodes=4096,mode=1777",
     )
     os.chdir("/tmp")
-    linux.sethostname("sandbox")
-    # Non-dumpable: code running as the same uid in this sandbox cannot ptrace this process
-    # or open its /proc/<pid>/fd and /proc/<pid>/mem.
-    linux.prctl(linux.PR_SET_DUMPABLE, 0)
-    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    # The bounding set is already empty: the zygote that forked us emptied it, once.
-    linux.clear_capabilities()
+    socket.sethostname("sandbox")
+    linux.clear_capabilities()  # last: the mounts above needed CAP_SYS_ADMIN

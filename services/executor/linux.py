@@ -36,6 +36,7 @@ PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 CAP_LAST_CAP = 40  # kernels up to 6.x; dropping an unknown cap just fails with EINVAL
 
 _SYS_CLONE = 56  # x86-64
@@ -58,19 +59,13 @@ def unshare(flags: int) -> None:
 def fork_into_namespaces(flags: int) -> int:
     """fork(), but the child starts in new namespaces (it is pid 1 of a new pid namespace).
 
-    Like os.fork, it runs CPython's before/after-fork hooks, so the child's interpreter state
-    (locks, threading) is consistent. Returns 0 in the child, the child's pid in the parent.
+    For a single-threaded process with no `os.register_at_fork` hooks (the zygote) only: it
+    skips CPython's before/after-fork hooks, which have nothing to repair there, and which,
+    called through ctypes, would cost every child ~80 extra copy-on-write faults (0.2 ms).
+    Returns 0 in the child, the child's pid in the parent.
     """
-    ctypes.pythonapi.PyOS_BeforeFork()
     pid = _libc.syscall(_SYS_CLONE, ctypes.c_ulong(flags | _SIGCHLD), None, None, None, None)
-    if pid == 0:
-        ctypes.pythonapi.PyOS_AfterFork_Child()
-        return 0
-    err = ctypes.get_errno()
-    ctypes.pythonapi.PyOS_AfterFork_Parent()
-    if pid < 0:
-        raise OSError(err, os.strerror(err))
-    return int(pid)
+    return int(_check(pid))
 
 
 def mount(
@@ -90,21 +85,18 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(_SYS_PIVOT_ROOT, new_root.encode(), put_old.encode()))
 
 
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
 def prctl(option: int, arg: int = 0) -> None:
-    _check(
-        _libc.prctl(
-            ctypes.c_int(option),
-            ctypes.c_ulong(arg),
-            ctypes.c_ulong(0),
-            ctypes.c_ulong(0),
-            ctypes.c_ulong(0),
-        )
-    )
+    _check(_prctl(option, arg, 0, 0, 0))
 
 
-def sethostname(name: str) -> None:
-    raw = name.encode()
-    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))))
+def set_process_name(name: str) -> None:
+    """The name `ps` and `top` show (at most 15 bytes), so each role can be told apart."""
+    raw = ctypes.create_string_buffer(name.encode()[:15])
+    prctl(PR_SET_NAME, ctypes.addressof(raw))
 
 
 class _CapHeader(ctypes.Structure):
@@ -128,11 +120,15 @@ def drop_bounding_set() -> None:
             pass  # capabilities this kernel does not know
 
 
+# Built once, in the worker: each sandbox only makes the call (every ctypes object a freshly
+# forked process touches first costs it copy-on-write faults).
+_CAP_HEADER = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+_NO_CAPS = (_CapData * 2)()
+
+
 def clear_capabilities() -> None:
     """Empty the effective, permitted and inheritable sets, for good."""
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (_CapData * 2)()
-    _check(_libc.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)))
+    _check(_libc.syscall(_SYS_CAPSET, ctypes.byref(_CAP_HEADER), ctypes.byref(_NO_CAPS)))
 
 
 def write_id_maps(pid: str, inside: int, outside_uid: int, outside_gid: int) -> None:

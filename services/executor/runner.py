@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import functools
 import linecache
 import os
 import resource
@@ -56,13 +57,15 @@ class Limits:
         resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
 
 
-def become_program(stdin_fd: int, stdout_fd: int, stderr_fd: int, keep: tuple[int, ...]) -> None:
-    """Make this forked process look like a fresh `python solution.py` (its limits are applied
-    once the job is known: `Limits.apply`). Keeps only fds 0-2 and `keep` open."""
-    os.dup2(stdin_fd, 0)
-    os.dup2(stdout_fd, 1)
-    os.dup2(stderr_fd, 2)
-    close_fds_except(keep)
+def standard_streams() -> None:
+    """Give this process the sys.stdin/stdout/stderr a fresh `python solution.py` has, on
+    fds 0-2. Called once in the zygote: every sandbox inherits them, with empty buffers,
+    instead of building three text wrappers after each fork."""
+    # Made on a pipe, so that they know themselves unseekable, as on the sandbox's pipes.
+    r, w = os.pipe()
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    for fd, end in ((0, r), (1, w), (2, w)):
+        os.dup2(end, fd)
     streams = {
         "stdin": open(0, encoding="utf-8", errors="replace", closefd=False),
         "stdout": open(1, "w", encoding="utf-8", errors="replace", closefd=False),
@@ -73,6 +76,20 @@ def become_program(stdin_fd: int, stdout_fd: int, stderr_fd: int, keep: tuple[in
     for name, stream in streams.items():  # sys.__stdout__ and friends too, as at start-up
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
+    for fd, original in enumerate(saved):
+        os.dup2(original, fd)
+        os.close(original)
+    os.close(r)
+    os.close(w)
+
+
+def become_program(stdin_fd: int, stdout_fd: int, stderr_fd: int, keep: tuple[int, ...]) -> None:
+    """Make this forked process look like a fresh `python solution.py` (its limits are applied
+    once the job is known: `Limits.apply`). Keeps only fds 0-2 and `keep` open."""
+    os.dup2(stdin_fd, 0)
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    close_fds_except(keep)
     sys.argv = [SOLUTION_FILE]
 
 
@@ -297,10 +314,16 @@ def judge_asserts(candidate: Candidate, test_code: str, entry_point: str | None)
             raise NameError(f"the solution defines no function {entry_point!r}")
         names[entry_point] = RemoteFunction(candidate, entry_point)
     linecache.cache[TEST_FILE] = (len(test_code), None, test_code.splitlines(True), TEST_FILE)
-    exec(compile(test_code, TEST_FILE, "exec", dont_inherit=True), names)
+    exec(_compiled_tests(test_code), names)
     check = dict.get(names, "check")
     if entry_point is not None and callable(check):
         check(names[entry_point])
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_tests(test_code: str) -> types.CodeType:
+    # The judge lives on, and RL and labeling send the same problem's tests again and again.
+    return compile(test_code, TEST_FILE, "exec", dont_inherit=True)
 
 
 def judge_calls(

@@ -323,6 +323,7 @@ def _judged_status(
 
 def main() -> None:
     config = wire.read_frame(0)
+    linux.set_process_name("codeprm-worker")
     for module in PRELOAD:
         __import__(module)
     try:

@@ -144,6 +144,7 @@ class Zygote:
 
 def _serve(control: socket.socket, config: SandboxConfig, worker_pid: int) -> NoReturn:
     try:
+        linux.set_process_name("codeprm-zygote")
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != worker_pid:
             os._exit(0)
@@ -152,7 +153,8 @@ def _serve(control: socket.socket, config: SandboxConfig, worker_pid: int) -> No
             os.dup2(devnull, fd)
         os.close(devnull)
         if config.isolated:
-            linux.drop_bounding_set()  # inherited by every sandbox: done once, not per fork
+            jail.prepare_sandboxes()  # inherited by every sandbox: done once, not per fork
+        runner.standard_streams()
         flags = linux.CLONE_PARENT | (PER_EXECUTION_NAMESPACES if config.isolated else 0)
     except BaseException:
         traceback.print_exc()
@@ -208,7 +210,8 @@ def _fork_judge(control: socket.socket, flags: int, config: SandboxConfig) -> tu
 # -- inside a sandbox, before any untrusted code --------------------------------------------
 
 
-def _enter(config: SandboxConfig) -> None:
+def _enter(config: SandboxConfig, name: str) -> None:
+    linux.set_process_name(name)
     # The worker gone means nobody enforces limits any more: die with it.
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if config.isolated:
@@ -228,7 +231,7 @@ def _candidate_main(
 ) -> NoReturn:
     failures = stderr_w  # where our own failure is told: the program's stderr
     try:
-        _enter(config)
+        _enter(config, "codeprm-sandbox")
         # Everything that does not depend on the job is done before it arrives.
         runner.become_program(stdin_r, stdout_w, stderr_w, keep=(job_r, requests_r, replies_w))
         failures = 2
@@ -252,7 +255,7 @@ def _candidate_main(
 
 def _judge_main(config: SandboxConfig, channel: socket.socket) -> NoReturn:
     try:
-        _enter(config)
+        _enter(config, "codeprm-judge")
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):  # the test code's own prints go nowhere
             os.dup2(devnull, fd)

@@ -71,10 +71,15 @@ def fork_into_namespaces(flags: int) -> int:
 def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
-    def enc(s: str | None) -> bytes | None:
-        return None if s is None else s.encode()
+    _check(
+        _libc.mount(
+            _bytes(source), _bytes(target), _bytes(fstype), ctypes.c_ulong(flags), _bytes(data)
+        )
+    )
 
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)))
+
+def _bytes(s: str | None) -> bytes | None:
+    return None if s is None else s.encode()
 
 
 def umount(target: str, flags: int = 0) -> None:
@@ -93,10 +98,15 @@ def prctl(option: int, arg: int = 0) -> None:
     _check(_prctl(option, arg, 0, 0, 0))
 
 
-def set_process_name(name: str) -> None:
-    """The name `ps` and `top` show (at most 15 bytes), so each role can be told apart."""
-    raw = ctypes.create_string_buffer(name.encode()[:15])
-    prctl(PR_SET_NAME, ctypes.addressof(raw))
+def process_name(name: str) -> ctypes.Array[ctypes.c_char]:
+    """A name for `set_process_name` (at most 15 bytes), made ahead of the call: in a freshly
+    forked process, making it would cost more than the call itself."""
+    return ctypes.create_string_buffer(name.encode()[:15])
+
+
+def set_process_name(name: ctypes.Array[ctypes.c_char]) -> None:
+    """The name `ps` and `top` show, so each role can be told apart."""
+    prctl(PR_SET_NAME, ctypes.addressof(name))
 
 
 class _CapHeader(ctypes.Structure):

@@ -40,6 +40,7 @@ class IsolationUnavailable(RuntimeError):
 class WorkerProcess:
     proc: asyncio.subprocess.Process
     host_dir: str | None
+    cpu: int | None  # the CPU it and its sandboxes are pinned to
 
     async def call(self, message: dict[str, Any], *, job: bool = False) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -78,9 +79,16 @@ class Pool:
     def busy(self) -> int:
         return len(self._all) - self._idle.qsize()
 
+    def _cpu(self, slot: int) -> int | None:
+        """Worker `slot`'s CPU: round-robin over the CPUs this service may run on."""
+        if not self.settings.pin_workers:
+            return None
+        cpus = sorted(os.sched_getaffinity(0))
+        return cpus[slot % len(cpus)]
+
     async def start(self) -> None:
         try:
-            first = await self._spawn(isolated=True)
+            first = await self._spawn(isolated=True, cpu=self._cpu(0))
         except IsolationUnavailable as exc:
             if not self.settings.allow_weak_isolation:
                 raise
@@ -90,9 +98,12 @@ class Pool:
                 extra={"reason": str(exc)},
             )
             self.isolated = False
-            first = await self._spawn(isolated=False)
+            first = await self._spawn(isolated=False, cpu=self._cpu(0))
         others = await asyncio.gather(
-            *(self._spawn(self.isolated) for _ in range(self.settings.workers - 1))
+            *(
+                self._spawn(self.isolated, self._cpu(slot))
+                for slot in range(1, self.settings.workers)
+            )
         )
         for worker in (first, *others):
             self._add(worker)
@@ -101,7 +112,7 @@ class Pool:
         self._all.add(worker)
         self._idle.put_nowait(worker)
 
-    async def _spawn(self, isolated: bool) -> WorkerProcess:
+    async def _spawn(self, isolated: bool, cpu: int | None) -> WorkerProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -113,13 +124,14 @@ class Pool:
             cwd="/",
             limit=256 << 20,
         )
-        worker = WorkerProcess(proc, None)
+        worker = WorkerProcess(proc, None, cpu)
         config = {
             "isolated": isolated,
             "parent_pid": os.getpid(),
             "extra_paths": self.settings.extra_paths,
             "scratch_mb": self.settings.scratch_mb,
             "judge_memory_mb": self.settings.max_memory_mb,
+            "cpu": cpu,
         }
         try:
             hello = await asyncio.wait_for(worker.call(config), 60)
@@ -157,7 +169,7 @@ class Pool:
             if worker.proc.returncode is None:
                 worker.proc.kill()
             await worker.stop()
-            asyncio.create_task(self._replace())
+            asyncio.create_task(self._replace(worker.cpu))
             return {
                 "status": "sandbox_error",
                 "exit_code": None,
@@ -170,9 +182,9 @@ class Pool:
         self._idle.put_nowait(worker)
         return result
 
-    async def _replace(self) -> None:
+    async def _replace(self, cpu: int | None) -> None:
         try:
-            self._add(await self._spawn(self.isolated))
+            self._add(await self._spawn(self.isolated, cpu))
         except IsolationUnavailable:
             log.exception("could not replace a sandbox worker")
 

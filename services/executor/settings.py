@@ -9,8 +9,8 @@ from contracts.settings import ServiceSettings
 
 
 def _default_workers() -> int:
-    # Two per CPU: a worker waits briefly between hand-offs to its sandboxes, and with
-    # workers pinned (`pin_workers`) each CPU then has another one to run meanwhile.
+    # Two per CPU: a worker waits briefly between hand-offs to its sandboxes, and with judges
+    # pinned (`pin_judges`) each CPU then has another judged execution to run meanwhile.
     return 2 * len(os.sched_getaffinity(0))
 
 
@@ -26,11 +26,11 @@ class ExecutorSettings(ServiceSettings):
         le=512,
         description="Sandbox worker processes (concurrent executions).",
     )
-    pin_workers: bool = Field(
+    pin_judges: bool = Field(
         True,
-        description="Pin each worker, with its sandboxes, to one of the service's CPUs "
-        "(round-robin), so that a judge and its candidate hand calls to each other on one "
-        "core instead of waking one another across cores.",
+        description="Pin each worker's judge to one of the service's CPUs (round-robin); a "
+        "judged candidate moves to its judge's CPU, so that the two hand calls to each other "
+        "on one core instead of waking one another across cores.",
     )
     max_queue: int = Field(4096, ge=1, description="Executions waiting for a worker before 503.")
     default_timeout_s: float = Field(10.0, gt=0)

@@ -341,8 +341,6 @@ def main() -> None:
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != config["parent_pid"]:
         return  # the service died before we could ask to die with it
-    if config["cpu"] is not None:  # inherited by the zygote and every sandbox
-        os.sched_setaffinity(0, {config["cpu"]})
     sys.path[:] = [p for p in sys.path if os.path.isdir(p)]
     gc.freeze()  # fewer copy-on-write faults in every forked sandbox
     # Before the first job: no sandbox is ever forked from memory that has seen one.
@@ -351,6 +349,7 @@ def main() -> None:
             isolated=config["isolated"],
             scratch_mb=config["scratch_mb"],
             judge_memory_mb=config["judge_memory_mb"],
+            cpu=config["cpu"],
         )
     )
     worker = Worker(zygote, isolated=config["isolated"])

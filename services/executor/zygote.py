@@ -68,6 +68,9 @@ class SandboxConfig:
     isolated: bool
     scratch_mb: int
     judge_memory_mb: int
+    # The judge's CPU; a judged candidate moves there too, so that the two hand calls to each
+    # other on one core instead of waking one another across cores.
+    cpu: int | None = None
 
 
 class Zygote:
@@ -246,6 +249,8 @@ def _candidate_main(
             os.close(replies_w)
             limits.apply()
             runner.run_program(program["code"])
+        if config.cpu is not None:
+            os.sched_setaffinity(0, {config.cpu})
         limits.apply()
         runner.serve_candidate(program["code"], requests_r, replies_w)
     except BaseException:
@@ -257,6 +262,8 @@ def _candidate_main(
 def _judge_main(config: SandboxConfig, channel: socket.socket) -> NoReturn:
     try:
         _enter(config, "judge")
+        if config.cpu is not None:
+            os.sched_setaffinity(0, {config.cpu})
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):  # the test code's own prints go nowhere
             os.dup2(devnull, fd)

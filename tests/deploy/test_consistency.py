@@ -157,7 +157,7 @@ def test_executor_workers_match_its_cpus(overlay: str) -> None:
     env = container_env(objs, w, c)
     workers = int(str(env["CODEPRM_EXECUTOR_WORKERS"]))
     cpus = int(c["resources"]["limits"]["cpu"])
-    pinned = str(env.get("CODEPRM_EXECUTOR_PIN_WORKERS", "true")).lower() == "true"
+    pinned = str(env.get("CODEPRM_EXECUTOR_PIN_JUDGES", "true")).lower() == "true"
     assert workers == (2 * cpus if pinned else cpus + 1)  # the settings' own defaults
 
 

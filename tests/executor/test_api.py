@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import httpx
 import pytest
@@ -119,6 +120,26 @@ def test_stdio_compare_modes_and_stop_on_first_failure(
         "not run (stop_on_first_failure)",
         "not run (stop_on_first_failure)",
     ]
+
+
+def test_judged_candidates_run_on_their_judges_cpu(contained_executor: ContainedExecutor) -> None:
+    cpus = sorted(os.sched_getaffinity(0))  # the service inherited this test's CPUs
+    code = "import os\ndef f():\n    return sorted(os.sched_getaffinity(0))\n"
+    tests = {"kind": "call", "entry_point": "f", "cases": [{"args": [], "expected": []}]}
+    items = [{"code": code, "tests": tests}] * 12  # spread over every worker
+    results = httpx.post(
+        f"{contained_executor.url}/v1/evaluate/batch", json={"items": items}, timeout=60
+    ).json()["results"]
+    seen = [r["cases"][0]["actual"] for r in results]
+    assert all(len(actual) == 1 and actual[0] in cpus for actual in seen), seen
+    assert len({actual[0] for actual in seen}) == min(len(cpus), 3)  # 3 workers, round-robin
+    # A plain run has no judge to sit next to: it may use every CPU.
+    run = httpx.post(
+        f"{contained_executor.url}/v1/run",
+        json={"code": "import os\nprint(sorted(os.sched_getaffinity(0)))"},
+        timeout=30,
+    ).json()
+    assert run["stdout"] == f"{cpus}\n"
 
 
 async def test_a_full_queue_answers_overloaded_at_once() -> None:

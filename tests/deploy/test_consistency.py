@@ -158,7 +158,8 @@ def test_executor_workers_match_its_cpus(overlay: str) -> None:
     workers = int(str(env["CODEPRM_EXECUTOR_WORKERS"]))
     cpus = int(c["resources"]["limits"]["cpu"])
     pinned = str(env.get("CODEPRM_EXECUTOR_PIN_JUDGES", "true")).lower() == "true"
-    assert workers == (2 * cpus if pinned else cpus + 1)  # the settings' own defaults
+    # Pinned: two per CPU, as the default (`_default_workers`); unpinned: one per CPU + 1.
+    assert workers == (2 * cpus if pinned else cpus + 1)
 
 
 @overlays

@@ -46,6 +46,12 @@ class LabelerSettings(ServiceSettings):
         description="Attempts per unit (a backend down, a worker that died) before it is "
         "recorded failed.",
     )
+    redis_outage_s: int = Field(
+        120,
+        ge=0,
+        description="How long a worker waits for its Redis to come back before it exits "
+        "(its supervisor then restarts it).",
+    )
     job_completion_wait_s: int = Field(
         25,
         ge=0,

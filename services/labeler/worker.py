@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -182,8 +183,31 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await backend.aclose()
 
 
+class _Worker(Worker):
+    """arq's worker, which exits at the first Redis error of its polling loop, made to ride
+    out a Redis outage of up to `redis_outage_s` (a restart, a failover): it keeps polling
+    once a second. The jobs it was running when Redis went away are retaken once their
+    lease runs out."""
+
+    redis_outage_s: float = 120.0
+    _outage_since: float | None = None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            self._outage_since = self._outage_since or now
+            if now - self._outage_since > self.redis_outage_s:
+                raise
+            log.warning("Redis unreachable; polling again in 1 s", extra={"error": repr(exc)})
+            await asyncio.sleep(1)
+        else:
+            self._outage_since = None
+
+
 def build_worker(settings: LabelerSettings, *, burst: bool = False) -> Worker:
-    worker = Worker(
+    worker = _Worker(
         functions=[ping, label_unit],
         queue_name=settings.queue_name,
         redis_settings=redis_settings(settings),
@@ -203,4 +227,5 @@ def build_worker(settings: LabelerSettings, *, burst: bool = False) -> Worker:
     )
     # The claim a new job starts with (arq: its timeout + 10 s); label_unit renews it.
     worker.in_progress_timeout_s = settings.lease_s
+    worker.redis_outage_s = settings.redis_outage_s
     return worker

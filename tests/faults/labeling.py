@@ -75,6 +75,9 @@ class LabelerProcesses:
     def export(self, run_id: str) -> list[LabeledSample]:
         answer = httpx.get(f"{self.url}/v1/label/runs/{run_id}/export", timeout=60)
         assert answer.status_code == 200, answer.text
+        info = self.status(run_id)
+        for field in ("done", "failed", "remaining"):  # the export's own stats agree
+            assert answer.headers[f"x-codeprm-units-{field}"] == str(info[field])
         return [LabeledSample.model_validate_json(line) for line in answer.text.splitlines()]
 
 

@@ -6,9 +6,11 @@ Random choices come from a printed seed (`CODEPRM_FAULT_SEED` replays one)."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import httpx
 import pytest
 
 from codeprm.tiny import build_tiny_policy
+from contracts.datasets import load_problems
 from services.trainer.judge import Judgement, RewardUnavailable, ServiceJudge
 from services.trainer.ppo import train_ppo
 from services.trainer.rollout import Rollout
@@ -36,11 +39,32 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
+@dataclass
+class PrmProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+
+@pytest.fixture(scope="module")
+def prm_process(tiny_prm_dir: Path) -> Iterator[PrmProcess]:
+    """One PRM server for the module (a start costs half a minute on a busy machine); a test
+    that kills it leaves its replacement here."""
+    server = PrmProcess(*start_prm_server(tiny_prm_dir))
+    yield server
+    server.proc.terminate()
+    server.proc.wait(30)
+
+
+@pytest.fixture
+def prm_server(prm_process: PrmProcess) -> str:
+    return prm_process.url
+
+
 def test_a_prm_server_killed_and_slowed_under_load_answers_every_request(
-    tiny_prm_dir: Path,
+    tiny_prm_dir: Path, prm_process: PrmProcess
 ) -> None:
     rng = seeded()
-    proc, url = start_prm_server(tiny_prm_dir)
+    url = prm_process.url
     outcomes: list[tuple[str, object]] = []
     with FaultyProxy(port_of(url), delay_s=0.2) as proxy:
         reference = httpx.post(f"{url}/v1/score", json={"items": ITEMS}, timeout=60).json()
@@ -69,16 +93,15 @@ def test_a_prm_server_killed_and_slowed_under_load_answers_every_request(
         for thread in threads:
             thread.start()
         try:
-            for _ in range(2):  # killed at a random point, then slowed, twice
-                time.sleep(rng.uniform(0.5, 2.0))
-                proc.kill()
-                proc.wait(10)
-                proxy.cut()
-                proc, url = start_prm_server(tiny_prm_dir)
-                proxy.upstream_port = port_of(url)
-                proxy.mode = "slow"
-                time.sleep(rng.uniform(0.5, 1.5))
-                proxy.mode = "pass"
+            time.sleep(rng.uniform(0.5, 2.0))  # killed at a random point
+            prm_process.proc.kill()
+            prm_process.proc.wait(10)
+            proxy.cut()
+            prm_process.proc, prm_process.url = start_prm_server(tiny_prm_dir)
+            proxy.upstream_port = port_of(prm_process.url)
+            proxy.mode = "slow"  # back, then slow for a while
+            time.sleep(rng.uniform(0.5, 1.5))
+            proxy.mode = "pass"
             time.sleep(1)
             stop.set()
             for thread in threads:
@@ -88,8 +111,6 @@ def test_a_prm_server_killed_and_slowed_under_load_answers_every_request(
             stop.set()
             for thread in threads:
                 thread.join(60)
-            proc.terminate()
-            proc.wait(30)
     assert not any(t.is_alive() for t in threads), "a request hung"
     kinds = {kind for kind, _ in outcomes}
     assert kinds <= {"scored", "transport", "http 503"}, outcomes
@@ -144,45 +165,70 @@ FAULTS: list[tuple[str, Mode]] = [
 ]
 
 
-@pytest.mark.parametrize("round_", range(2))
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: "-".join(f))
+def test_the_judge_answers_every_fault_with_a_verdict_or_a_clear_error(
+    contained_executor: ContainedExecutor, prm_server: str, fault: tuple[str, Mode]
+) -> None:
+    require_isolation(contained_executor)
+    problem = load_problems("humaneval")[0]
+    rollouts = [
+        Rollout(problem, [], [], text, [], finished=True)
+        for text in ("    return True\n", "    x = 1\n    return x\n")
+    ]
+    service, mode = fault
+    with (
+        FaultyProxy(port_of(prm_server), delay_s=0.3) as prm,
+        FaultyProxy(contained_executor.port, delay_s=0.3) as executor,
+    ):
+        judge = ServiceJudge(executor.url, prm.url, retries=1, timeout_s=5)
+        healthy = asyncio.run(judge.judge(rollouts))
+        {"prm": prm, "executor": executor}[service].mode = mode
+        started = time.monotonic()
+        try:
+            faulty: Judgement | None = asyncio.run(judge.judge(rollouts))
+        except RewardUnavailable as exc:
+            faulty = None
+            name = "PRM server" if service == "prm" else "executor"
+            assert str(exc).startswith(name), exc
+        assert time.monotonic() - started < 30
+        assert (faulty is not None) == (mode == "slow")  # slow is not broken
+        prm.mode = executor.mode = "pass"
+        assert asyncio.run(judge.judge(rollouts)).verdicts == healthy.verdicts  # serving on
+
+
 def test_ppo_steps_with_a_reward_service_failing_at_a_random_point(
     contained_executor: ContainedExecutor,
     tiny_prm_dir: Path,
+    prm_server: str,
     tmp_path_factory: pytest.TempPathFactory,
     tmp_path: Path,
-    round_: int,
 ) -> None:
     require_isolation(contained_executor)
     rng = seeded()
     policy = build_tiny_policy(tmp_path_factory.mktemp("policy") / "policy")
-    proc, prm_url = start_prm_server(tiny_prm_dir)
-    try:
-        with (
-            FaultyProxy(port_of(prm_url), delay_s=0.3) as prm,
-            FaultyProxy(contained_executor.port, delay_s=0.3) as executor,
-        ):
-            cfg = config(policy, tiny_prm_dir, executor.url, prm.url, tmp_path / "run")
-            judge = FaultyJudge(
-                ServiceJudge(executor.url, prm.url, retries=1, timeout_s=5),
-                {"prm": prm, "executor": executor},
-                fault_step=rng.randint(1, cfg.steps),
-                fault=rng.choice(FAULTS),
-                after_s=rng.uniform(0.0, 0.3),
-            )
-            print(f"fault {judge.fault} at step {judge.fault_step} after {judge.after_s:.2f}s")
-            started = time.monotonic()
-            try:
-                train_ppo(cfg, judge=judge)
-            except RewardUnavailable:
-                pass  # the step failed loudly, as it must; anything else fails the test
-            assert time.monotonic() - started < 240
-            assert all("PRM server" in s or "executor" in s for s in judge.seen), judge.seen
-            prm.mode = executor.mode = "pass"
-            if (cfg.out / "checkpoint" / "state.pt").is_file() or judge.seen:
-                result = train_ppo(cfg)  # resumes where the failed step left it
-                assert result.history[-1]["step"] == cfg.steps
-            health = httpx.get(f"{prm_url}/readyz", timeout=10)
-            assert health.status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with (
+        FaultyProxy(port_of(prm_server), delay_s=0.3) as prm,
+        FaultyProxy(contained_executor.port, delay_s=0.3) as executor,
+    ):
+        cfg = config(policy, tiny_prm_dir, executor.url, prm.url, tmp_path / "run")
+        cfg = cfg.model_copy(update={"steps": 2})
+        judge = FaultyJudge(
+            ServiceJudge(executor.url, prm.url, retries=1, timeout_s=5),
+            {"prm": prm, "executor": executor},
+            fault_step=rng.randint(1, cfg.steps),
+            fault=rng.choice(FAULTS),
+            after_s=rng.uniform(0.0, 0.3),
+        )
+        print(f"fault {judge.fault} at step {judge.fault_step} after {judge.after_s:.2f}s")
+        started = time.monotonic()
+        try:
+            train_ppo(cfg, judge=judge)
+        except RewardUnavailable:
+            pass  # the step failed loudly, as it must; anything else fails the test
+        assert time.monotonic() - started < 240
+        assert all("PRM server" in s or "executor" in s for s in judge.seen), judge.seen
+        prm.mode = executor.mode = "pass"
+        if (cfg.out / "checkpoint" / "state.pt").is_file() or judge.seen:
+            result = train_ppo(cfg)  # resumes where the failed step left it
+            assert result.history[-1]["step"] == cfg.steps
+        assert httpx.get(f"{prm_server}/readyz", timeout=10).status_code == 200

@@ -249,7 +249,10 @@ def test_http_api_and_clear_errors(
         codeprm("label", "worker", "--burst", env=env)
         info = httpx.get(f"{url}/v1/label/runs/{run_id}").json()
         assert info["finished"] and info["done"] == 2 and info["samples"] > 2
-        rows = httpx.get(f"{url}/v1/label/runs/{run_id}/export").text.splitlines()
+        exported = httpx.get(f"{url}/v1/label/runs/{run_id}/export")
+        assert exported.headers["x-codeprm-units-done"] == "2"
+        assert exported.headers["x-codeprm-units-failed"] == "0"
+        rows = exported.text.splitlines()
         assert len(rows) == info["samples"]
         assert LabeledSample.model_validate_json(rows[0]).problem_id == "HumanEval/0"
     finally:

@@ -69,42 +69,54 @@ async def label_unit(
     store = RunStore(ctx["redis"], settings.key_prefix)
     problem = Problem.model_validate(problem_json)
     unit = unit_key(index, problem.problem_id)
+    try:
+        async with _holding(ctx, settings.lease_s):
+            return await _attempt(ctx, store, run_id, unit, problem)
+    except RedisError as exc:
+        # The outcome could not be recorded: try again once Redis answers (if it does not,
+        # arq's own bookkeeping fails too, and the lease hands the job on).
+        log.warning("cannot record the unit; retrying", extra={"unit": unit, "error": repr(exc)})
+        raise Retry(defer=2) from exc
+
+
+async def _attempt(
+    ctx: dict[str, Any], store: RunStore, run_id: str, unit: str, problem: Problem
+) -> int:
+    settings: LabelerSettings = ctx["settings"]
     job_try: int = ctx["job_try"]
-    async with _holding(ctx, settings.lease_s):
-        try:
-            request = await store.request(run_id)
-        except RunNotFound:  # deleted, or lost with a Redis that keeps nothing on disk
-            log.warning("the run is gone; unit skipped", extra={"run_id": run_id, "unit": unit})
+    try:
+        request = await store.request(run_id)
+    except RunNotFound:  # deleted, or lost with a Redis that keeps nothing on disk
+        log.warning("the run is gone; unit skipped", extra={"run_id": run_id, "unit": unit})
+        return 0
+    if job_try > settings.max_tries:  # every earlier try ended without a word
+        await store.fail(
+            run_id,
+            unit,
+            f"gave up after {job_try - 1} tries: the worker running it stopped (killed, "
+            "out of memory, lost Redis) before it finished",
+        )
+        return 0
+    limit = asyncio.timeout(settings.job_timeout_s)
+    try:
+        async with limit:
+            labeled = await _label(ctx, request, problem)
+    except (LabelingError, ServiceRejected) as exc:
+        await store.fail(run_id, unit, str(exc))
+        return 0
+    except Exception as exc:
+        if limit.expired():
+            await store.fail(run_id, unit, f"timed out after {settings.job_timeout_s} s")
             return 0
-        if job_try > settings.max_tries:  # every earlier try ended without a word
-            await store.fail(
-                run_id,
-                unit,
-                f"gave up after {job_try - 1} tries: the worker running it stopped (killed, "
-                "out of memory, lost Redis) before it finished",
-            )
+        # A backend down or overloaded, an answer that cannot be read: maybe transient.
+        if job_try >= settings.max_tries:
+            await store.fail(run_id, unit, f"gave up after {job_try} tries: {exc!r}")
             return 0
-        limit = asyncio.timeout(settings.job_timeout_s)
-        try:
-            async with limit:
-                labeled = await _label(ctx, request, problem)
-        except (LabelingError, ServiceRejected) as exc:
-            await store.fail(run_id, unit, str(exc))
-            return 0
-        except Exception as exc:
-            if limit.expired():
-                reason = f"timed out after {settings.job_timeout_s} s (job_timeout_s)"
-                await store.fail(run_id, unit, reason)
-                return 0
-            # A backend down or overloaded, an answer that cannot be read: maybe transient.
-            if job_try >= settings.max_tries:
-                await store.fail(run_id, unit, f"gave up after {job_try} tries: {exc!r}")
-                return 0
-            log.warning(
-                "unit failed; retrying",
-                extra={"run_id": run_id, "unit": unit, "error": repr(exc), "try": job_try},
-            )
-            raise Retry(defer=min(2 * job_try, 30)) from exc
+        log.warning(
+            "unit failed; retrying",
+            extra={"run_id": run_id, "unit": unit, "error": repr(exc), "try": job_try},
+        )
+        raise Retry(defer=min(2 * job_try, 30)) from exc
     await store.complete(run_id, unit, labeled)
     log.info(
         "unit labeled",

@@ -114,6 +114,10 @@ class RunStore:
             await pipe.execute()
 
     async def fail(self, run_id: str, unit: str, reason: str) -> None:
+        """Records the unit failed, unless another run of its job labeled it already (a job
+        whose lease ran out while its worker was slow may run twice)."""
+        if await resolved(self.redis.hexists(self.key(run_id, ":done"), unit)):
+            return
         await resolved(self.redis.hset(self.key(run_id, ":failed"), unit, reason[:2000]))
 
     async def account_for_lost(self, run_id: str) -> int:
@@ -155,8 +159,15 @@ class RunStore:
             await self._account_if_unfinished(run_id, int(meta[b"total"]))
         request = LabelRunRequest.model_validate_json(meta[b"request"])
         total = int(meta[b"total"])
-        done = await resolved(self.redis.hlen(self.key(run_id, ":done")))
-        failed_map = await resolved(self.redis.hgetall(self.key(run_id, ":failed")))
+        labeled = set(await resolved(self.redis.hkeys(self.key(run_id, ":done"))))
+        done = len(labeled)
+        failed_map = {
+            unit: reason
+            for unit, reason in (
+                await resolved(self.redis.hgetall(self.key(run_id, ":failed")))
+            ).items()
+            if unit not in labeled  # labeled by a second run of its job: it counts as done
+        }
         stats = await resolved(self.redis.hvals(self.key(run_id, ":stats")))
         counts = [[int(n) for n in v.split()] for v in stats]
         samples, executions, completions = (sum(c[i] for c in counts) for i in range(3))

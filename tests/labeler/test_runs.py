@@ -16,8 +16,13 @@ import redis
 
 from codeprm.scripted_llm import ScriptedLLM
 from codeprm.stack import free_port, wait_ready
+from contracts.labeler import LabelRunRequest
 from contracts.labels import LabeledSample
 from contracts.lines import split_lines
+from services.labeler.labeling import Labeled
+from services.labeler.queue import open_store
+from services.labeler.runs import unit_key
+from services.labeler.settings import LabelerSettings
 from tests.conftest import REDIS_URL
 from tests.contained import ContainedExecutor, require_isolation
 from tests.labeler.constructed import SOLUTION, bugged, oracle, problem
@@ -340,3 +345,24 @@ def test_backend_failures_are_clear(
     info = json.loads(codeprm_status_json(down.strip(), env))
     assert info["finished"] and info["failed"] == 2
     assert all("gave up" in reason for reason in info["failures"].values()), info["failures"]
+
+
+async def test_a_unit_run_twice_counts_once(redis_namespace: str, tmp_path: Path) -> None:
+    """A job whose lease ran out while its worker was slow may run twice: a late failure of
+    one run does not undo the other's labels, and a late success clears a failure."""
+    dataset = tmp_path / "two.jsonl"
+    slow_dataset(dataset, 2)
+    settings = LabelerSettings(
+        redis_url=REDIS_URL, key_prefix=redis_namespace, queue_name=f"{redis_namespace}:q"
+    )
+    async with open_store(settings) as store:
+        info = await store.submit(
+            LabelRunRequest(strategy="mutation", dataset=str(dataset)), settings.queue_name
+        )
+        first, second = unit_key(0, "slow/0"), unit_key(1, "slow/1")
+        await store.complete(info.run_id, first, Labeled([], executions=1))
+        await store.fail(info.run_id, first, "timed out after 1 s")
+        await store.fail(info.run_id, second, "timed out after 1 s")
+        await store.complete(info.run_id, second, Labeled([], executions=1))
+        after = await store.info(info.run_id)
+    assert (after.done, after.failed, after.remaining) == (2, 0, 0)

@@ -414,21 +414,26 @@ def label_export(
 
     settings = LabelerSettings()
 
-    async def export() -> int:
+    async def export() -> tuple[int, Any]:
         count = 0
         async with open_store(settings) as store:
+            info = await store.info(run_id)
             with out.open("w") as f:
                 async for line in store.export(run_id, settings.export_ttl_s):
                     f.write(line)
                     count += 1
-        return count
+        return count, info
 
     try:
-        count = asyncio.run(export())
+        count, info = asyncio.run(export())
     except RunNotFound:
         console.print(f"[red]no labeling run {run_id!r}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"{count} samples written to {out}")
+    console.print(
+        f"{count} samples written to {out}, from {info.done} of {info.total} units; "
+        f"{info.failed} failed, {info.remaining} not finished"
+        + (f" (`codeprm label status {run_id}` says why)" if info.failed else "")
+    )
 
 
 def _stack_config(**kw: Any) -> Any:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
@@ -38,6 +39,16 @@ def create_app(settings: LabelerSettings) -> FastAPI:
         return {"redis": None}
 
     install_error_handlers(app)
+    app.add_exception_handler(RedisError, _redis_unavailable)
     install_observability(app, service="labeler", registry=registry, readiness=readiness)
     app.include_router(router)
     return app
+
+
+async def _redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Redis restarting or failing over: a moment's wait, not a bug of ours (no 500).
+    return JSONResponse(
+        {"detail": f"the labeler's Redis is unavailable: {exc}"},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )

@@ -49,10 +49,21 @@ async def status(run_id: str, store: StoreDep) -> LabelRunInfo:
 
 @router.get("/runs/{run_id}/export")
 async def export(run_id: str, store: StoreDep, request: Request) -> StreamingResponse:
-    """The samples as JSONL (TRL stepwise fields + line_labels + provenance)."""
+    """The samples as JSONL (TRL stepwise fields + line_labels + provenance). The headers say
+    how many units the rows come from and how many failed (`status` lists why)."""
     try:
-        await store.info(run_id)
+        info = await store.info(run_id)
     except RunNotFound:
         raise NotFound(f"no labeling run {run_id!r}") from None
     lines: AsyncIterator[str] = store.export(run_id, request.app.state.settings.export_ttl_s)
-    return StreamingResponse(lines, media_type="application/x-ndjson")
+    counts = {
+        "X-Codeprm-Units-Total": info.total,
+        "X-Codeprm-Units-Done": info.done,
+        "X-Codeprm-Units-Failed": info.failed,
+        "X-Codeprm-Units-Remaining": info.remaining,
+    }
+    return StreamingResponse(
+        lines,
+        media_type="application/x-ndjson",
+        headers={name: str(value) for name, value in counts.items()},
+    )

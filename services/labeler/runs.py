@@ -6,8 +6,13 @@ Keys, all under `<prefix>:run:<run_id>`:
                     retry, so every unit appears exactly once however often its job ran
     :failed (hash)  unit -> reason, for units that could not be labeled after retries
     :stats (hash)   unit -> "samples executions completions"
+    :units (list)   every unit, in dataset order (its index is its arq job's suffix)
 A unit is `<index:08d>:<problem_id>`, so exports come out in dataset order. The keys have no
 expiry until the run is exported; then they expire after `export_ttl_s`.
+
+Every unit is accounted for: its worker records it done or failed, and `info` records as
+failed ("lost") any unit whose arq job is gone without either, with arq's reason (a job
+cancelled by arq's timeout, dropped after too many tries, expired in the queue).
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
 
 from contracts.datasets import load_problems
 from contracts.labeler import LabelRunInfo, LabelRunRequest
@@ -26,6 +33,9 @@ from services.labeler.completions import check_reachable
 from services.labeler.labeling import Labeled
 
 T = TypeVar("T")
+# A queued job's definition expires after this long (arq's default, one day, would drop the
+# tail of a long run queued behind too few workers).
+JOB_EXPIRY = timedelta(days=30)
 
 
 async def resolved(value: Awaitable[T] | T) -> T:
@@ -68,16 +78,25 @@ class RunStore:
                 },
             )
         )
+        units = [unit_key(i, p.problem_id) for i, p in enumerate(problems)]
+        if units:
+            await resolved(self.redis.rpush(self.key(run_id, ":units"), *units))
         for index, problem in enumerate(problems):
             await self.redis.enqueue_job(
                 "label_unit",
                 run_id,
                 index,
                 problem.model_dump(mode="json"),
-                _job_id=f"{self.prefix}:{run_id}:{index}",
+                _job_id=self.job_id(run_id, index),
                 _queue_name=queue_name,
+                _expires=JOB_EXPIRY,
             )
+        # From here on, a unit without a job is lost (before, it may not be queued yet).
+        await resolved(self.redis.hset(self.key(run_id), "queued", "1"))
         return await self.info(run_id)
+
+    def job_id(self, run_id: str, index: int) -> str:
+        return f"{self.prefix}:{run_id}:{index}"
 
     async def request(self, run_id: str) -> LabelRunRequest:
         raw = await resolved(self.redis.hget(self.key(run_id), "request"))
@@ -95,16 +114,60 @@ class RunStore:
             await pipe.execute()
 
     async def fail(self, run_id: str, unit: str, reason: str) -> None:
+        """Records the unit failed, unless another run of its job labeled it already (a job
+        whose lease ran out while its worker was slow may run twice)."""
+        if await resolved(self.redis.hexists(self.key(run_id, ":done"), unit)):
+            return
         await resolved(self.redis.hset(self.key(run_id, ":failed"), unit, reason[:2000]))
+
+    async def account_for_lost(self, run_id: str) -> int:
+        """Records as failed every unit whose job is gone without a result; returns how many.
+
+        The jobs are looked at *before* the results: a worker records a unit before arq
+        deletes its job, so a job seen gone and a result then seen missing is truly lost."""
+        units = [
+            u.decode() for u in await resolved(self.redis.lrange(self.key(run_id, ":units"), 0, -1))
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in range(len(units)):
+                pipe.exists(job_key_prefix + self.job_id(run_id, index))
+            queued = await pipe.execute()
+        gone = [i for i, exists in enumerate(queued) if not exists]
+        if not gone:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in gone:
+                pipe.hexists(self.key(run_id, ":done"), units[i])
+                pipe.hexists(self.key(run_id, ":failed"), units[i])
+                pipe.get(result_key_prefix + self.job_id(run_id, i))
+            answers = await pipe.execute()
+        lost = 0
+        for n, i in enumerate(gone):
+            done, failed, result = answers[3 * n : 3 * n + 3]
+            if not done and not failed:
+                reason = f"lost: its job ended without a result ({_arq_outcome(result)})"
+                lost += await resolved(
+                    self.redis.hsetnx(self.key(run_id, ":failed"), units[i], reason)
+                )
+        return lost
 
     async def info(self, run_id: str) -> LabelRunInfo:
         meta = await resolved(self.redis.hgetall(self.key(run_id)))
         if not meta:
             raise RunNotFound(run_id)
+        if b"queued" in meta:
+            await self._account_if_unfinished(run_id, int(meta[b"total"]))
         request = LabelRunRequest.model_validate_json(meta[b"request"])
         total = int(meta[b"total"])
-        done = await resolved(self.redis.hlen(self.key(run_id, ":done")))
-        failed_map = await resolved(self.redis.hgetall(self.key(run_id, ":failed")))
+        labeled = set(await resolved(self.redis.hkeys(self.key(run_id, ":done"))))
+        done = len(labeled)
+        failed_map = {
+            unit: reason
+            for unit, reason in (
+                await resolved(self.redis.hgetall(self.key(run_id, ":failed")))
+            ).items()
+            if unit not in labeled  # labeled by a second run of its job: it counts as done
+        }
         stats = await resolved(self.redis.hvals(self.key(run_id, ":stats")))
         counts = [[int(n) for n in v.split()] for v in stats]
         samples, executions, completions = (sum(c[i] for c in counts) for i in range(3))
@@ -127,6 +190,14 @@ class RunStore:
             failures=failures,
         )
 
+    async def _account_if_unfinished(self, run_id: str, total: int) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hlen(self.key(run_id, ":done"))
+            pipe.hlen(self.key(run_id, ":failed"))
+            done, failed = await pipe.execute()
+        if done + failed < total:
+            await self.account_for_lost(run_id)
+
     async def export(self, run_id: str, ttl_s: int) -> AsyncIterator[str]:
         """The run's samples as JSONL lines, in dataset order; starts the keys' expiry."""
         await self.info(run_id)
@@ -134,12 +205,24 @@ class RunStore:
         for _, payload in sorted(done.items()):
             for sample in json.loads(payload):
                 yield json.dumps(sample) + "\n"
-        for part in ("", ":done", ":failed", ":stats"):
+        for part in ("", ":done", ":failed", ":stats", ":units"):
             await resolved(self.redis.expire(self.key(run_id, part), ttl_s))
 
 
 def job_serializer(value: dict[str, Any]) -> bytes:
-    return json.dumps(value).encode()
+    # `default=repr`: arq also stores a failed job's exception this way, and its repr is
+    # the reason `account_for_lost` reports.
+    return json.dumps(value, default=repr).encode()
+
+
+def _arq_outcome(raw: bytes | None) -> str:
+    if raw is None:
+        return "no record of it left in arq"
+    try:
+        outcome = json.loads(raw)
+        return f"arq: {outcome['r']} after {outcome['t']} tries"
+    except (ValueError, KeyError, TypeError):
+        return "arq's record of it cannot be read"
 
 
 def job_deserializer(raw: bytes) -> dict[str, Any]:

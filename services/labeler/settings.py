@@ -31,10 +31,27 @@ class LabelerSettings(ServiceSettings):
     job_timeout_s: int = Field(
         600,
         ge=1,
-        description="A job running longer is cancelled. A job whose worker died is "
-        "picked up again after job_timeout_s + 10 s.",
+        description="A unit labeling longer is stopped and recorded failed (timed out).",
     )
-    max_tries: int = Field(5, ge=1, description="Attempts per job before it is recorded failed.")
+    lease_s: int = Field(
+        15,
+        ge=2,
+        description="A worker holds its running jobs for this long and renews the hold every "
+        "lease_s / 3 s: the jobs of a worker that died are picked up again after at most "
+        "lease_s.",
+    )
+    max_tries: int = Field(
+        5,
+        ge=1,
+        description="Attempts per unit (a backend down, a worker that died) before it is "
+        "recorded failed.",
+    )
+    redis_outage_s: int = Field(
+        120,
+        ge=0,
+        description="How long a worker waits for its Redis to come back before it exits "
+        "(its supervisor then restarts it).",
+    )
     job_completion_wait_s: int = Field(
         25,
         ge=0,

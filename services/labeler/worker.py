@@ -1,9 +1,18 @@
 """arq job functions and the worker that runs them.
 
 Jobs may run more than once (a worker killed mid-job is retried), so every job is idempotent:
-a unit's result overwrites the previous attempt's. A transient failure (executor down or
-overloaded) is retried with backoff; the last attempt, or a permanent failure, is recorded
-with its reason, never dropped.
+a unit's result overwrites the previous attempt's. Every unit ends labeled or failed with a
+reason, whatever happens to its job:
+
+* a backend that is down, or answers what cannot be read, is retried with backoff; the last
+  try records the failure;
+* a unit running longer than `job_timeout_s` is stopped and recorded as timed out (arq's own
+  timeout, a little longer, only fires if the recording itself hangs);
+* a worker that dies leaves its job claimed for at most `lease_s` (the claim is renewed while
+  the job runs), then another worker takes it; after `max_tries` tries the unit is recorded
+  failed rather than handed to arq, which would drop it;
+* whatever still slips through (arq expiring or dropping a job) is found by `RunStore.info`,
+  which records such units as lost with arq's reason.
 """
 
 from __future__ import annotations
@@ -12,12 +21,17 @@ import asyncio
 import logging
 import os
 import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from arq import Retry
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
-from contracts.clients import AsyncExecutorClient, ServiceRejected, ServiceUnavailable
+from contracts.clients import AsyncExecutorClient, ServiceRejected
 from contracts.datasets import Problem
 from contracts.labeler import BackendSpec, LabelRunRequest
 from services.labeler.binary_search import label_by_binary_search
@@ -26,10 +40,20 @@ from services.labeler.labeling import Labeled, LabelingError
 from services.labeler.monte_carlo import label_by_monte_carlo
 from services.labeler.mutation import label_by_mutation
 from services.labeler.queue import redis_settings
-from services.labeler.runs import RunStore, job_deserializer, job_serializer, unit_key
+from services.labeler.runs import (
+    RunNotFound,
+    RunStore,
+    job_deserializer,
+    job_serializer,
+    unit_key,
+)
 from services.labeler.settings import LabelerSettings
 
 log = logging.getLogger(__name__)
+
+# arq's own job timeout is this much longer than ours, so that a unit that times out is
+# still recorded (one Redis write) before arq cancels the job.
+RECORDING_GRACE_S = 30
 
 
 async def ping(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -45,27 +69,82 @@ async def label_unit(
     store = RunStore(ctx["redis"], settings.key_prefix)
     problem = Problem.model_validate(problem_json)
     unit = unit_key(index, problem.problem_id)
-    request = await store.request(run_id)
     try:
-        labeled = await _label(ctx, request, problem)
+        async with _holding(ctx, settings.lease_s):
+            return await _attempt(ctx, store, run_id, unit, problem)
+    except RedisError as exc:
+        # The outcome could not be recorded: try again once Redis answers (if it does not,
+        # arq's own bookkeeping fails too, and the lease hands the job on).
+        log.warning("cannot record the unit; retrying", extra={"unit": unit, "error": repr(exc)})
+        raise Retry(defer=2) from exc
+
+
+async def _attempt(
+    ctx: dict[str, Any], store: RunStore, run_id: str, unit: str, problem: Problem
+) -> int:
+    settings: LabelerSettings = ctx["settings"]
+    job_try: int = ctx["job_try"]
+    try:
+        request = await store.request(run_id)
+    except RunNotFound:  # deleted, or lost with a Redis that keeps nothing on disk
+        log.warning("the run is gone; unit skipped", extra={"run_id": run_id, "unit": unit})
+        return 0
+    if job_try > settings.max_tries:  # every earlier try ended without a word
+        await store.fail(
+            run_id,
+            unit,
+            f"gave up after {job_try - 1} tries: the worker running it stopped (killed, "
+            "out of memory, lost Redis) before it finished",
+        )
+        return 0
+    limit = asyncio.timeout(settings.job_timeout_s)
+    try:
+        async with limit:
+            labeled = await _label(ctx, request, problem)
     except (LabelingError, ServiceRejected) as exc:
         await store.fail(run_id, unit, str(exc))
         return 0
-    except ServiceUnavailable as exc:
-        if ctx["job_try"] >= settings.max_tries:
-            await store.fail(run_id, unit, f"gave up after {ctx['job_try']} tries: {exc}")
+    except Exception as exc:
+        if limit.expired():
+            await store.fail(run_id, unit, f"timed out after {settings.job_timeout_s} s")
+            return 0
+        # A backend down or overloaded, an answer that cannot be read: maybe transient.
+        if job_try >= settings.max_tries:
+            await store.fail(run_id, unit, f"gave up after {job_try} tries: {exc!r}")
             return 0
         log.warning(
-            "a backend is unavailable; retrying",
-            extra={"run_id": run_id, "unit": unit, "error": str(exc)},
+            "unit failed; retrying",
+            extra={"run_id": run_id, "unit": unit, "error": repr(exc), "try": job_try},
         )
-        raise Retry(defer=min(2 * ctx["job_try"], 30)) from exc
+        raise Retry(defer=min(2 * job_try, 30)) from exc
     await store.complete(run_id, unit, labeled)
     log.info(
         "unit labeled",
         extra={"run_id": run_id, "unit": unit, "samples": len(labeled.samples), **labeled.stats},
     )
     return len(labeled.samples)
+
+
+@asynccontextmanager
+async def _holding(ctx: dict[str, Any], lease_s: int) -> AsyncIterator[None]:
+    """Renews this job's claim (arq's in-progress key) while the body runs. The claim lasts
+    `lease_s`, so when this worker dies another takes the job within `lease_s` instead of
+    arq's job timeout + 10 s."""
+    key = in_progress_key_prefix + ctx["job_id"]
+
+    async def renew() -> None:
+        while True:
+            try:
+                await ctx["redis"].pexpire(key, lease_s * 1000)
+            except (RedisError, OSError) as exc:  # Redis away for a moment: try again soon
+                log.warning("cannot renew the job's claim", extra={"error": repr(exc)})
+            await asyncio.sleep(lease_s / 3)
+
+    renewing = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        renewing.cancel()
 
 
 async def _label(ctx: dict[str, Any], request: LabelRunRequest, problem: Problem) -> Labeled:
@@ -116,15 +195,39 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await backend.aclose()
 
 
+class _Worker(Worker):
+    """arq's worker, which exits at the first Redis error of its polling loop, made to ride
+    out a Redis outage of up to `redis_outage_s` (a restart, a failover): it keeps polling
+    once a second. The jobs it was running when Redis went away are retaken once their
+    lease runs out."""
+
+    redis_outage_s: float = 120.0
+    _outage_since: float | None = None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            self._outage_since = self._outage_since or now
+            if now - self._outage_since > self.redis_outage_s:
+                raise
+            log.warning("Redis unreachable; polling again in 1 s", extra={"error": repr(exc)})
+            await asyncio.sleep(1)
+        else:
+            self._outage_since = None
+
+
 def build_worker(settings: LabelerSettings, *, burst: bool = False) -> Worker:
-    return Worker(
+    worker = _Worker(
         functions=[ping, label_unit],
         queue_name=settings.queue_name,
         redis_settings=redis_settings(settings),
         burst=burst,
         max_jobs=settings.max_jobs,
-        job_timeout=settings.job_timeout_s,
-        max_tries=settings.max_tries + 1,  # our own last try records the failure itself
+        job_timeout=settings.job_timeout_s + RECORDING_GRACE_S,
+        # One try more than ours: the try after our last records the failure (label_unit).
+        max_tries=settings.max_tries + 1,
         job_completion_wait=settings.job_completion_wait_s,
         # Liveness for probes and `codeprm up`: the key is refreshed this often.
         health_check_interval=10,
@@ -134,3 +237,7 @@ def build_worker(settings: LabelerSettings, *, burst: bool = False) -> Worker:
         job_deserializer=job_deserializer,
         ctx={"settings": settings},
     )
+    # The claim a new job starts with (arq: its timeout + 10 s); label_unit renews it.
+    worker.in_progress_timeout_s = settings.lease_s
+    worker.redis_outage_s = settings.redis_outage_s
+    return worker

@@ -16,6 +16,7 @@ from contracts.errors import install_error_handlers
 from contracts.observability import install_observability
 from contracts.prm import ScoreItem
 from contracts.prm_model import encode, forward, load_prm
+from services.prm_server.errors import ContainUnexpectedErrors
 from services.prm_server.routes import router
 from services.prm_server.settings import PrmSettings
 from services.prm_server.state import Scorer, start_scorer
@@ -67,6 +68,8 @@ def create_app(settings: PrmSettings) -> FastAPI:
     app.state.scorer = None
     _gauges(app, registry)
     install_error_handlers(app)
+    # Inside the request log (added after it is outer), so the log still sees the 500.
+    app.add_middleware(ContainUnexpectedErrors)
     install_observability(app, service="prm_server", registry=registry, readiness=readiness)
     app.include_router(router)
     app.include_router(viewer_router)

@@ -9,7 +9,10 @@ While a batch runs, new items queue up, so batches grow with load by themselves.
 
 No item waits forever: items are taken in arrival order, and a batch holds at most the budget.
 When `max_pending` items are already waiting, `submit` raises `Overloaded` at once (503), so a
-client learns to back off in microseconds instead of timing out after minutes.
+client learns to back off in microseconds instead of timing out after minutes; a request with
+more items than `max_pending` could never fit and gets `PayloadTooLarge` (413) instead.
+A batch that fails is split: each of its items runs alone, so one item the model cannot take
+fails its own caller only.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from contracts.errors import Overloaded
+from contracts.errors import Overloaded, PayloadTooLarge
 
 SORT_WINDOW = 4
 T = TypeVar("T")
@@ -114,6 +117,13 @@ class DynamicBatcher(Generic[T, R]):
         self._thread.shutdown(wait=True)
 
     async def submit(self, items: Sequence[T], tokens: Sequence[int]) -> list[R]:
+        if len(items) > self.max_pending:
+            raise PayloadTooLarge(
+                f"{len(items)} items can never fit: at most {self.max_pending} may wait at "
+                "once; send them in smaller requests"
+            )
+        if not items:
+            return []
         if self.pending + len(items) > self.max_pending:
             self.metrics.rejected.inc(len(items))
             raise Overloaded(f"{self.pending} items are already waiting; retry shortly")
@@ -128,7 +138,7 @@ class DynamicBatcher(Generic[T, R]):
 
     async def _run(self) -> None:
         while True:
-            if not self._waiting:
+            while not self._waiting:
                 self._arrived.clear()
                 await self._arrived.wait()
             await self._let_more_arrive()
@@ -192,7 +202,13 @@ class DynamicBatcher(Generic[T, R]):
             results = await loop.run_in_executor(
                 self._thread, self.run_batch, [w.item for w in batch]
             )
+            if len(results) != len(batch):  # would leave callers waiting for ever
+                raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
         except Exception as exc:  # a failed batch fails its callers, not the loop
+            if len(batch) > 1:  # find out whose item it was: each alone
+                for waiting in batch:
+                    await self._forward([waiting])
+                return
             for waiting in batch:
                 if not waiting.future.done():
                     waiting.future.set_exception(exc)

@@ -20,6 +20,7 @@ from contracts.prm import (
     ScoreResult,
 )
 from contracts.prm_model import LoadedPrm, encode
+from services.prm_server.errors import check_text, scoring_error
 from services.prm_server.scoring import result
 from services.prm_server.settings import PrmSettings
 from services.prm_server.state import Scorer
@@ -59,6 +60,8 @@ async def score(body: ScoreRequest, scorer: ScorerDep) -> ScoreResponse:
 @router.post("/get_reward", response_model=GetRewardResponse)
 async def get_reward(body: GetRewardRequest, scorer: ScorerDep) -> GetRewardResponse:
     """OpenRLHF's remote reward protocol: one scalar per query (prompt + response)."""
+    for i, text in enumerate([*body.query, *body.prompts]):
+        check_text(f"query {i}" if i < len(body.query) else f"prompt {i - len(body.query)}", text)
     items = [
         ScoreItem(prompt=prompt, code=extract_code(response))
         for prompt, response in _split_queries(body, scorer.prm)
@@ -107,9 +110,21 @@ async def score_items(
             raise PayloadTooLarge(
                 f"item {i}: {chars} characters; the limit is {settings.max_chars}"
             )
+        check_text(f"item {i}: prompt", item.prompt)
+        check_text(f"item {i}: code", item.code)
         encoded.append(encode(scorer.prm, item, max_tokens=settings.max_tokens + 1))
         if encoded[-1].truncated:
             raise PayloadTooLarge(f"item {i}: more than {settings.max_tokens} tokens")
-    scores = await scorer.batcher.submit(encoded, [len(e.input_ids) for e in encoded])
+    # An item without a single token (an empty program after an empty prompt, with a
+    # tokenizer that adds no special tokens) has nothing to score: no forward pass for it.
+    scored = [e for e in encoded if e.input_ids]
+    try:
+        scores = await scorer.batcher.submit(scored, [len(e.input_ids) for e in scored])
+    except Exception as exc:
+        raise scoring_error(exc) from exc
+    by_item = iter(scores)
     how = aggregate or settings.aggregate
-    return [result(e, s, how) for e, s in zip(encoded, scores, strict=True)]
+    return [
+        result(e, next(by_item) if e.input_ids else [None] * len(e.line_tokens), how)
+        for e in encoded
+    ]

@@ -57,6 +57,8 @@ class ServiceJudge:
     prm_api_key: str | None = None
     retries: int = 4
     execution_timeout_s: float = 10.0
+    timeout_s: float = 600.0
+    """Per HTTP call to either service: a service that hangs fails the step after this."""
 
     async def judge(self, rollouts: Sequence[Rollout]) -> Judgement:
         requests = [
@@ -76,17 +78,23 @@ class ServiceJudge:
 
     async def _evaluate(self, requests: list[EvaluateRequest]) -> list[EvaluateResponse]:
         async with AsyncExecutorClient(
-            self.executor_url, retries=self.retries, timeout_s=600
+            self.executor_url, retries=self.retries, timeout_s=self.timeout_s
         ) as ex:
-            return await ex.evaluate_batch(requests)
+            return _all_answered(await ex.evaluate_batch(requests), len(requests))
 
     async def _score(self, items: list[ScoreItem]) -> list[ScoreResult] | None:
         if self.prm_url is None:
             return None
         async with AsyncPrmClient(
-            self.prm_url, retries=self.retries, api_key=self.prm_api_key, timeout_s=600
+            self.prm_url, retries=self.retries, api_key=self.prm_api_key, timeout_s=self.timeout_s
         ) as prm:
-            return (await prm.score(items)).results
+            return _all_answered((await prm.score(items)).results, len(items))
+
+
+def _all_answered(results: list[T], expected: int) -> list[T]:
+    if len(results) != expected:
+        raise ValueError(f"{len(results)} answers to {expected} questions")
+    return results
 
 
 def _verdicts(results: list[EvaluateResponse], scores: list[ScoreResult] | None) -> list[Verdict]:
@@ -106,4 +114,6 @@ async def _timed(service: str, call: Awaitable[T]) -> tuple[T, float]:
         value = await call
     except (ServiceUnavailable, ServiceRejected) as exc:
         raise RewardUnavailable(f"{service}: {exc}") from exc
+    except ValueError as exc:  # an answer that is not what the service's contract says
+        raise RewardUnavailable(f"{service} answered something unreadable: {exc}") from exc
     return value, time.perf_counter() - start

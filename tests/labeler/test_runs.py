@@ -12,11 +12,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from codeprm.scripted_llm import ScriptedLLM
 from codeprm.stack import free_port, wait_ready
+from contracts.labeler import LabelRunRequest
 from contracts.labels import LabeledSample
 from contracts.lines import split_lines
+from services.labeler.labeling import Labeled
+from services.labeler.queue import open_store
+from services.labeler.runs import unit_key
+from services.labeler.settings import LabelerSettings
 from tests.conftest import REDIS_URL
 from tests.contained import ContainedExecutor, require_isolation
 from tests.labeler.constructed import SOLUTION, bugged, oracle, problem
@@ -84,8 +90,9 @@ def test_cli_submit_work_status_export(
     assert any(-1.0 in s.line_labels for s in samples)
 
 
-def slow_dataset(path: Path, n: int) -> None:
-    """Problems whose every test run takes ~1.5 s, so a worker can be killed mid-job."""
+def slow_dataset(path: Path, n: int, sleep_s: dict[int, float] | None = None) -> None:
+    """Problems whose every test run takes ~1.5 s (or `sleep_s[i]`), so a worker can be
+    killed mid-job."""
     rows = [
         {
             "problem_id": f"slow/{i}",
@@ -93,7 +100,8 @@ def slow_dataset(path: Path, n: int) -> None:
             "solution": f"def f(x):\n    return x + {i + 1}\n",
             "tests": {
                 "kind": "assert",
-                "code": f"import time\ntime.sleep(1.5)\nassert f(1) == {i + 2}\n",
+                "code": f"import time\ntime.sleep({(sleep_s or {}).get(i, 1.5)})\n"
+                f"assert f(1) == {i + 2}\n",
             },
         }
         for i in range(n)
@@ -108,11 +116,13 @@ def test_a_killed_worker_loses_nothing(
     n = 6
     dataset = tmp_path / "slow.jsonl"
     slow_dataset(dataset, n)
-    # A dead worker's job is picked up again after job_timeout + 10 s.
+    # A dead worker's job is picked up again once its 3 s lease runs out, not after the
+    # job timeout (600 s) + 10 s.
     env = labeler_env(
         redis_namespace,
         contained_executor.url,
-        CODEPRM_LABELER_JOB_TIMEOUT_S="5",
+        CODEPRM_LABELER_JOB_TIMEOUT_S="600",
+        CODEPRM_LABELER_LEASE_S="3",
         CODEPRM_LABELER_MAX_JOBS="2",
     )
     run_id = codeprm(
@@ -134,7 +144,11 @@ def test_a_killed_worker_loses_nothing(
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         assert json.loads(codeprm_status_json(run_id, env))["done"] < n
+        started = time.monotonic()
         codeprm("label", "worker", "--burst", env=env, timeout=180)
+        # 6 units of ~2 s each, two at a time, after at most a 3 s wait: far from 610 s.
+        print(f"the rest of the run after the kill: {time.monotonic() - started:.1f} s")
+        assert time.monotonic() - started < 90
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -143,6 +157,47 @@ def test_a_killed_worker_loses_nothing(
     samples = export(run_id, env, tmp_path)
     originals = sorted(s.problem_id for s in samples if s.provenance["source"] == "solution")
     assert originals == sorted(f"slow/{i}" for i in range(n))  # each unit exactly once
+
+
+def test_a_unit_slower_than_the_job_timeout_is_recorded_failed(
+    contained_executor: ContainedExecutor, redis_namespace: str, tmp_path: Path
+) -> None:
+    require_isolation(contained_executor)
+    dataset = tmp_path / "slow.jsonl"
+    slow_dataset(dataset, 3, sleep_s={0: 0.0, 1: 9.0, 2: 0.0})  # below the executor's 10 s
+    env = labeler_env(redis_namespace, contained_executor.url, CODEPRM_LABELER_JOB_TIMEOUT_S="4")
+    run_id = codeprm(
+        "label", "submit", "--dataset", str(dataset), "--variants-per-line", "1", env=env
+    ).strip()
+    codeprm("label", "worker", "--burst", env=env, timeout=180)
+    info = json.loads(codeprm_status_json(run_id, env))
+    assert (info["done"], info["failed"], info["remaining"], info["finished"]) == (2, 1, 0, True)
+    assert "timed out after 4 s" in info["failures"]["slow/1"]
+
+
+def arq_retries(namespace: str, run_id: str, index: int, tries: int) -> None:
+    """As if `tries` earlier tries of the unit's job had ended with their worker dying."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.set(f"arq:retry:{namespace}:{run_id}:{index}", tries)
+    finally:
+        client.close()
+
+
+def test_a_unit_whose_workers_kept_dying_is_recorded_failed(redis_namespace: str) -> None:
+    env = labeler_env(
+        redis_namespace, f"http://127.0.0.1:{free_port()}", CODEPRM_LABELER_MAX_TRIES="2"
+    )
+    run_id = codeprm("label", "submit", "--dataset", "humaneval", "--limit", "3", env=env).strip()
+    arq_retries(redis_namespace, run_id, 0, 2)  # the next try is the third: one too many
+    arq_retries(redis_namespace, run_id, 1, 3)  # past arq's own limit: arq drops the job
+    codeprm("label", "worker", "--burst", env=env, timeout=120)
+    info = json.loads(codeprm_status_json(run_id, env))
+    assert (info["done"], info["failed"], info["remaining"], info["finished"]) == (0, 3, 0, True)
+    failures = info["failures"]
+    assert "gave up after 2 tries: the worker running it stopped" in failures["HumanEval/0"]
+    assert "lost" in failures["HumanEval/1"] and "retries exceeded" in failures["HumanEval/1"]
+    assert "gave up after 2 tries" in failures["HumanEval/2"]  # the executor is down
 
 
 def codeprm_status_json(run_id: str, env: dict[str, str]) -> str:
@@ -200,7 +255,10 @@ def test_http_api_and_clear_errors(
         codeprm("label", "worker", "--burst", env=env)
         info = httpx.get(f"{url}/v1/label/runs/{run_id}").json()
         assert info["finished"] and info["done"] == 2 and info["samples"] > 2
-        rows = httpx.get(f"{url}/v1/label/runs/{run_id}/export").text.splitlines()
+        exported = httpx.get(f"{url}/v1/label/runs/{run_id}/export")
+        assert exported.headers["x-codeprm-units-done"] == "2"
+        assert exported.headers["x-codeprm-units-failed"] == "0"
+        rows = exported.text.splitlines()
         assert len(rows) == info["samples"]
         assert LabeledSample.model_validate_json(rows[0]).problem_id == "HumanEval/0"
     finally:
@@ -287,3 +345,24 @@ def test_backend_failures_are_clear(
     info = json.loads(codeprm_status_json(down.strip(), env))
     assert info["finished"] and info["failed"] == 2
     assert all("gave up" in reason for reason in info["failures"].values()), info["failures"]
+
+
+async def test_a_unit_run_twice_counts_once(redis_namespace: str, tmp_path: Path) -> None:
+    """A job whose lease ran out while its worker was slow may run twice: a late failure of
+    one run does not undo the other's labels, and a late success clears a failure."""
+    dataset = tmp_path / "two.jsonl"
+    slow_dataset(dataset, 2)
+    settings = LabelerSettings(
+        redis_url=REDIS_URL, key_prefix=redis_namespace, queue_name=f"{redis_namespace}:q"
+    )
+    async with open_store(settings) as store:
+        info = await store.submit(
+            LabelRunRequest(strategy="mutation", dataset=str(dataset)), settings.queue_name
+        )
+        first, second = unit_key(0, "slow/0"), unit_key(1, "slow/1")
+        await store.complete(info.run_id, first, Labeled([], executions=1))
+        await store.fail(info.run_id, first, "timed out after 1 s")
+        await store.fail(info.run_id, second, "timed out after 1 s")
+        await store.complete(info.run_id, second, Labeled([], executions=1))
+        after = await store.info(info.run_id)
+    assert (after.done, after.failed, after.remaining) == (2, 0, 0)

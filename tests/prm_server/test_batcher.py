@@ -8,7 +8,7 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry
 
-from contracts.errors import Overloaded
+from contracts.errors import Overloaded, PayloadTooLarge
 from services.prm_server.batcher import BatchMetrics, DynamicBatcher
 
 
@@ -74,6 +74,31 @@ async def test_a_failing_batch_fails_its_callers_only() -> None:
     with pytest.raises(RuntimeError, match="forward failed"):
         await batcher.submit(["bad"], [5])
     assert await batcher.submit(["good"], [5]) == ["GOOD"]
+    await batcher.stop()
+
+
+async def test_an_item_that_fails_a_shared_batch_fails_only_its_own_caller() -> None:
+    recorder = Recorder(fail_on="bad")
+    batcher = make(recorder, max_wait_s=0.05)
+    batcher.start()
+    good, bad, other = await asyncio.gather(
+        batcher.submit(["good"], [5]),
+        batcher.submit(["bad"], [5]),
+        batcher.submit(["other"], [5]),
+        return_exceptions=True,
+    )
+    await batcher.stop()
+    assert good == ["GOOD"] and other == ["OTHER"]
+    assert isinstance(bad, RuntimeError)
+    assert sorted(recorder.batches[0]) == ["bad", "good", "other"]  # shared, then split
+
+
+async def test_a_request_larger_than_the_queue_is_refused_as_too_large() -> None:
+    batcher = make(Recorder(), max_pending=4)
+    batcher.start()
+    with pytest.raises(PayloadTooLarge, match="can never fit"):
+        await batcher.submit(["a"] * 5, [5] * 5)
+    assert await batcher.submit(["a"] * 4, [5] * 4) == ["A"] * 4  # a full queue's worth fits
     await batcher.stop()
 
 

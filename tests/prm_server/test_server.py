@@ -4,7 +4,9 @@ built by the test and loaded with `from_pretrained`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,6 +138,82 @@ def test_bearer_token_is_required_when_configured(tiny_prm_dir: Path) -> None:
         )
         assert ok.status_code == 200
         assert httpx.get(f"{url}/readyz").status_code == 200  # probes stay open
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_empty_programs_score_without_a_forward_pass(server: str) -> None:
+    # OpenRLHF's realistic worst case: an empty response to an empty prompt (zero tokens).
+    answer = httpx.post(f"{server}/get_reward", json={"query": [""]}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rewards"] == [0.0]
+    mixed = score(server, [{"prompt": "", "code": ""}, {"code": "x = 1\n"}, {"code": ""}])
+    assert mixed.status_code == 200, mixed.text
+    empty, real, again = mixed.json()["results"]
+    assert empty["aggregate"] is None and empty["num_tokens"] == 0 and again == empty
+    assert isinstance(real["aggregate"], float)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/score", '{"items": [{"code": "x = \\ud800\\n"}]}'),
+        ("/v1/score", '{"items": [{"prompt": "\\udfff", "code": "x = 1"}]}'),
+        ("/get_reward", '{"query": ["ok", "\\ud83d"]}'),
+        ("/get_reward", '{"query": ["x = 1"], "prompts": ["\\udc00"]}'),
+    ],
+)
+def test_lone_surrogates_are_refused_clearly(server: str, path: str, body: str) -> None:
+    answer = httpx.post(
+        f"{server}{path}", content=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    assert "surrogate" in answer.text
+
+
+def exchange(sock: socket.socket, method: str, path: str, body: bytes = b"") -> int:
+    """One request on an open connection; returns the status once the whole answer is read."""
+    head = (
+        f"{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    header, rest = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"content-length: (\d+)", header, re.I)[1])  # type: ignore[index]
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-answer"
+        rest += chunk
+    return int(header.split()[1])
+
+
+def test_the_connection_survives_every_error(server: str) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        assert exchange(sock, "POST", "/v1/score", b"{not json") == 422
+        assert exchange(sock, "POST", "/v1/score", json.dumps({"items": []}).encode()) == 422
+        surrogate = b'{"items": [{"code": "\\ud800"}]}'
+        assert exchange(sock, "POST", "/v1/score", surrogate) == 422
+        many = json.dumps({"items": [{"code": "x"}] * 65}).encode()
+        assert exchange(sock, "POST", "/v1/score", many) == 413
+        assert exchange(sock, "GET", "/nowhere") == 404
+        assert exchange(sock, "POST", "/get_reward", b'{"query": [""]}') == 200
+        assert exchange(sock, "POST", "/v1/score", b'{"items": [{"code": "x = 1"}]}') == 200
+
+
+def test_a_request_that_can_never_fit_the_queue_is_too_large(tiny_prm_dir: Path) -> None:
+    proc, url = start(tiny_prm_dir, CODEPRM_PRM_MAX_PENDING="4")
+    try:
+        answer = score(url, [{"code": "x = 1"}] * 5)
+        assert answer.status_code == 413, answer.text
+        assert "never fit" in answer.json()["detail"]
+        assert score(url, [{"code": "x = 1"}] * 4).status_code == 200
     finally:
         proc.terminate()
         proc.wait(30)

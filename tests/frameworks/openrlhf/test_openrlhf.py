@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -62,7 +63,10 @@ def openrlhf_parser() -> argparse.ArgumentParser:
     ]
     assert len(calls) > 100  # the whole command line, not a few lines of it
     parser = argparse.ArgumentParser()
-    namespace = {"parser": parser, "os": __import__("os"), "datetime": __import__("datetime")}
+    namespace = {
+        "parser": parser,
+        "datetime": datetime,
+    }  # the module's `from datetime import datetime`
     exec(compile(ast.Module(body=calls, type_ignores=[]), spec.origin, "exec"), namespace)
     return parser
 

@@ -89,11 +89,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("prm_dir", type=Path)
     parser.add_argument("--convert-to", type=Path, help="write a one-label copy here")
     args = parser.parse_args(argv)
-    if args.convert_to is not None:
-        out = convert_two_label(args.prm_dir, args.convert_to)
-        print(f"critic.model.path={out}")
-        return
-    metadata = check_critic(args.prm_dir)
+    try:
+        if args.convert_to is not None:
+            out = convert_two_label(args.prm_dir, args.convert_to)
+            print(f"critic.model.path={out}")
+            return
+        metadata = check_critic(args.prm_dir)
+    except NotACriticError as error:
+        raise SystemExit(f"error: {error}") from error
     print(f"critic.model.path={args.prm_dir}  # label scheme {metadata.label_scheme}")
 
 

@@ -155,12 +155,13 @@ def test_two_label_prm_never_gets_a_fresh_head_silently(
     # codeprm refuses it...
     with pytest.raises(NotACriticError, match="2 labels"):
         check_critic(two_label_prm)
-    with pytest.raises(NotACriticError, match="--convert-to"):
+    with pytest.raises(SystemExit, match="--convert-to"):
         main([str(two_label_prm)])
 
     # ...or converts it: veRL's critic then holds the positive class's log-odds.
     out = convert_two_label(two_label_prm, tmp_path / "critic")
     assert check_critic(out).label_scheme == "binary_bce"
+    main([str(out)])  # accepted as is now
     critic = verl_critic(out)
     prompt, response, ends = split_at_first_line(out)
     values = verl_values(critic, prompt, response)

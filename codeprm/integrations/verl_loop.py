@@ -75,6 +75,11 @@ def add_line_rewards(
             "no `passed` in the batch: the reward function must be codeprm's "
             "(reward.custom_reward_function.path=codeprm/integrations/verl.py)"
         )
+    if settings.enabled and rewards.settings.prm_url is None:
+        raise ValueError(
+            "dense rewards need the PRM server: set CODEPRM_REWARD_PRM_URL "
+            "(or CODEPRM_DENSE_ENABLED=false to only mask skipped samples)"
+        )
     passed = np.asarray(info["passed"], dtype=float) > 0
     skipped = np.asarray(info.get("skipped", np.zeros(n)), dtype=float) > 0
     prompt_width = batch["prompts"].shape[1]

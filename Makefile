@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: install demo up test lint fmt bench images clean
+.PHONY: install demo up test test-frameworks lint fmt bench images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,26 @@ fmt: install
 test: lint
 	$(PY) -m pytest -q -rs
 
+# The RL frameworks' own code driving our plug-ins, one venv per framework (their pins conflict):
+# .venvs/<framework>, built from tests/frameworks/<framework>/{requirements,framework}.txt with
+# the CPU torch; the framework itself goes in with --no-deps (no vLLM, DeepSpeed, flash-attn).
+# --no-compile: Python compiles only what the tests import, not all of torch.
+FRAMEWORKS := verl openrlhf trl trl_prm
+FW_VENVS ?= .venvs
+
+$(FW_VENVS)/%/.installed-stamp: tests/frameworks/%/requirements.txt tests/frameworks/%/framework.txt pyproject.toml
+	rm -rf $(FW_VENVS)/$*
+	$(PYTHON) -m venv $(FW_VENVS)/$*
+	$(FW_VENVS)/$*/bin/python -m pip install -q --no-compile torch==2.13.0 -r tests/frameworks/$*/requirements.txt -e .
+	$(FW_VENVS)/$*/bin/python -m pip install -q --no-compile --no-deps -r tests/frameworks/$*/framework.txt
+	touch $@
+
+test-frameworks: $(FRAMEWORKS:%=$(FW_VENVS)/%/.installed-stamp)
+	@for fw in $(FRAMEWORKS); do \
+		echo "== $$fw: $$(sed -n 's/^\([a-zA-Z]\)/\1/p' tests/frameworks/$$fw/framework.txt)"; \
+		$(FW_VENVS)/$$fw/bin/python -m pytest -q -rs -p no:cacheprovider tests/frameworks/$$fw || exit 1; \
+	done
+
 bench: install
 	$(PY) bench/executor.py
 
@@ -49,4 +69,4 @@ images:
 	done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(FW_VENVS) .mypy_cache .ruff_cache .pytest_cache

@@ -8,12 +8,21 @@ of test cases passed between the two). The executor and the PRM server are calle
 batch, concurrently in the async flavour. Settings come from `CODEPRM_REWARD_*` environment
 variables, which is how a framework that loads a reward file by path can be configured.
 
+Infrastructure errors are not failures: a sample whose run ended in `sandbox_error`, or whose
+batch could not reach the executor or the PRM server, is marked `infra_error`. With
+`infra_errors="skip"` (the default) it is `skipped`: each plug-in then says "no reward for
+this sample" the way its framework allows (TRL: None; veRL and OpenRLHF: a flag and a logged
+count, docs/integrations.md). With `infra_errors="fail"` it gets the fail outcome, as a
+program that did not pass.
+
 Tests (a dataset's label / ground truth) may be given as:
 * an executor `tests` object: `{"kind": "assert" | "stdio" | "call", ...}` (docs/executor.md),
   or a row holding one under `"tests"` (codeprm's problem format, with `program_prefix`);
 * a HumanEval-style row: `{"test": "<code with check(candidate)>", "entry_point": "f"}`;
 * APPS/TACO-style input/output lists, as veRL's code datasets carry them:
-  `{"inputs": [...], "outputs": [...]}` (stdin/stdout) or with `"fn_name"` (call-based);
+  `{"inputs": [...], "outputs": [...]}` (stdin/stdout) or with `"fn_name"` (call-based: each
+  input the argument list, or, in veRL's SandboxFusion shape, a string with one JSON value per
+  line);
 * plain test code (a string that is not JSON): assert-style tests.
 Any of these may come as a JSON string.
 """
@@ -22,20 +31,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.clients import AsyncExecutorClient, AsyncPrmClient, ExecutorClient, PrmClient
+from contracts.clients import (
+    AsyncExecutorClient,
+    AsyncPrmClient,
+    ExecutorClient,
+    PrmClient,
+    ServiceUnavailable,
+)
 from contracts.executor import EvaluateRequest, EvaluateResponse, Tests
 from contracts.extract import code_span
 from contracts.prm import Aggregate, LineScore, ScoreItem, ScoreResult
 from services.trainer.ppo_rewards import Outcome, outcome_reward
 
 _TESTS: TypeAdapter[Tests] = TypeAdapter(Tests)
+log = logging.getLogger(__name__)
+
+InfraErrors = Literal["skip", "fail"]
 
 
 class RewardSettings(BaseSettings):
@@ -55,6 +74,11 @@ class RewardSettings(BaseSettings):
     memory_mb: int | None = Field(None, gt=0)
     request_timeout_s: float = Field(600.0, gt=0, description="Per HTTP request (a batch).")
     retries: int = Field(4, ge=0)
+    infra_errors: InfraErrors = Field(
+        "skip",
+        description="A sandbox_error or an unreachable service: skip the sample (no reward) "
+        "or score it as a failed run.",
+    )
 
 
 @dataclass(frozen=True)
@@ -69,8 +93,9 @@ class Sample:
 @dataclass(frozen=True)
 class Judged:
     reward: float
+    """0.0 for a skipped sample (the plug-ins do not hand it to the framework as a reward)."""
     passed: bool | None
-    """None when the sample had no tests."""
+    """None when the sample had no tests, or was skipped."""
     pass_rate: float | None
     status: str | None
     prm: float | None
@@ -78,17 +103,22 @@ class Judged:
     line_scores: list[LineScore]
     code_start: int
     """Where the scored program starts in the response (line offsets are relative to it)."""
+    infra_error: bool = False
+    """The sandbox or a service failed on this sample: its outcome says nothing about it."""
+    skipped: bool = False
+    """An infrastructure error under `infra_errors="skip"`: the sample gets no reward."""
 
     def log(self) -> dict[str, float]:
-        """Plain numbers for a framework's logs (missing values left out)."""
-        row = {"reward": self.reward}
-        if self.passed is not None:
-            row["passed"] = float(self.passed)
-        if self.pass_rate is not None:
-            row["pass_rate"] = self.pass_rate
-        if self.prm is not None:
-            row["prm"] = self.prm
-        return row
+        """Plain numbers for a framework's logs: always the same keys (frameworks such as veRL
+        stack them into one array per key across the batch), 0.0 for a missing value."""
+        return {
+            "reward": self.reward,
+            "passed": float(bool(self.passed)),
+            "pass_rate": self.pass_rate or 0.0,
+            "prm": self.prm if self.prm is not None else 0.0,
+            "infra_error": float(self.infra_error),
+            "skipped": float(self.skipped),
+        }
 
 
 def parse_tests(label: Any) -> tuple[Tests, str] | None:
@@ -118,10 +148,7 @@ def parse_tests(label: Any) -> tuple[Tests, str] | None:
 def _io_tests(label: dict[str, Any]) -> Tests:
     pairs = list(zip(label["inputs"], label["outputs"], strict=True))
     if label.get("fn_name"):
-        cases = [
-            {"args": args if isinstance(args, list) else [args], "expected": expected}
-            for args, expected in pairs
-        ]
+        cases = [_call_case(args, expected) for args, expected in pairs]
         return _TESTS.validate_python(
             {"kind": "call", "entry_point": label["fn_name"], "cases": cases}
         )
@@ -129,8 +156,36 @@ def _io_tests(label: dict[str, Any]) -> Tests:
     return _TESTS.validate_python({"kind": "stdio", "cases": cases})
 
 
+def _call_case(args: Any, expected: Any) -> dict[str, Any]:
+    """One call-based case: APPS/TACO give the argument list; veRL's SandboxFusion datasets
+    give a string with one JSON value per line (an argument each) and the printed result."""
+    if isinstance(args, str):
+        return {
+            "args": [json.loads(line) for line in args.splitlines() if line.strip()],
+            "expected": _json_or_text(expected),
+        }
+    return {"args": args if isinstance(args, list) else [args], "expected": expected}
+
+
+def _json_or_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
 def _text(value: Any) -> str:
     return "\n".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """A service that stayed unreachable after the client's retries, for one batch."""
+
+    service: str
+    error: ServiceUnavailable
 
 
 class CodeRewards:
@@ -146,41 +201,56 @@ class CodeRewards:
         verdicts, scores = await asyncio.gather(self._aevaluate(plan), self._ascore(plan))
         return plan.combine(verdicts, scores)
 
-    async def _aevaluate(self, plan: _Plan) -> list[EvaluateResponse]:
+    async def _aevaluate(self, plan: _Plan) -> list[EvaluateResponse] | Unreachable:
         if not plan.requests:
             return []
         s = self.settings
-        async with AsyncExecutorClient(
-            s.executor_url, timeout_s=s.request_timeout_s, retries=s.retries
-        ) as executor:
-            return await executor.evaluate_batch(plan.requests)
+        try:
+            async with AsyncExecutorClient(
+                s.executor_url, timeout_s=s.request_timeout_s, retries=s.retries
+            ) as executor:
+                return await executor.evaluate_batch(plan.requests)
+        except ServiceUnavailable as error:
+            return Unreachable("executor", error)
 
-    async def _ascore(self, plan: _Plan) -> list[ScoreResult] | None:
+    async def _ascore(self, plan: _Plan) -> list[ScoreResult] | Unreachable | None:
         s = self.settings
         if s.prm_url is None or not plan.items:
             return None
-        async with AsyncPrmClient(
-            s.prm_url, timeout_s=s.request_timeout_s, retries=s.retries, api_key=s.prm_api_key
-        ) as prm:
-            return (await prm.score(plan.items, s.aggregate)).results
+        try:
+            async with AsyncPrmClient(
+                s.prm_url, timeout_s=s.request_timeout_s, retries=s.retries, api_key=s.prm_api_key
+            ) as prm:
+                return (await prm.score(plan.items, s.aggregate)).results
+        except ServiceUnavailable as error:
+            return Unreachable("PRM server", error)
 
     # -- sync ------------------------------------------------------------------------------
 
     def judge(self, samples: Sequence[Sample]) -> list[Judged]:
         plan = _Plan(self.settings, samples)
         s = self.settings
-        verdicts: list[EvaluateResponse] = []
+        verdicts: list[EvaluateResponse] | Unreachable = []
         if plan.requests:
-            with ExecutorClient(
-                s.executor_url, timeout_s=s.request_timeout_s, retries=s.retries
-            ) as executor:
-                verdicts = executor.evaluate_batch(plan.requests)
-        scores = None
+            try:
+                with ExecutorClient(
+                    s.executor_url, timeout_s=s.request_timeout_s, retries=s.retries
+                ) as executor:
+                    verdicts = executor.evaluate_batch(plan.requests)
+            except ServiceUnavailable as error:
+                verdicts = Unreachable("executor", error)
+        scores: list[ScoreResult] | Unreachable | None = None
         if s.prm_url is not None and plan.items:
-            with PrmClient(
-                s.prm_url, timeout_s=s.request_timeout_s, retries=s.retries, api_key=s.prm_api_key
-            ) as prm:
-                scores = prm.score(plan.items, s.aggregate).results
+            try:
+                with PrmClient(
+                    s.prm_url,
+                    timeout_s=s.request_timeout_s,
+                    retries=s.retries,
+                    api_key=s.prm_api_key,
+                ) as prm:
+                    scores = prm.score(plan.items, s.aggregate).results
+            except ServiceUnavailable as error:
+                scores = Unreachable("PRM server", error)
         return plan.combine(verdicts, scores)
 
 
@@ -210,39 +280,88 @@ class _Plan:
                     memory_mb=settings.memory_mb,
                 )
             )
+        # Only programs with code go to the PRM: an empty one has no line to score.
+        self.item_of = {
+            i: n for n, i in enumerate(i for i, c in enumerate(self.codes) if c.strip())
+        }
         self.items = [
-            ScoreItem(prompt=s.prompt, code=code)
-            for s, code in zip(self.samples, self.codes, strict=True)
+            ScoreItem(prompt=self.samples[i].prompt, code=self.codes[i]) for i in self.item_of
         ]
 
     def combine(
-        self, verdicts: list[EvaluateResponse], scores: list[ScoreResult] | None
+        self,
+        verdicts: list[EvaluateResponse] | Unreachable,
+        scores: list[ScoreResult] | Unreachable | None,
     ) -> list[Judged]:
         s = self.settings
-        judged = []
-        for i in range(len(self.samples)):
-            passed: bool | None = None
-            pass_rate: float | None = None
-            status: str | None = None
-            outcome = 0.0
-            if i in self.request_of:
-                verdict = verdicts[self.request_of[i]]
-                passed, pass_rate, status = verdict.passed, verdict.pass_rate, verdict.status
-            elif self.tested[i]:
-                passed, pass_rate, status = False, 0.0, "runtime_error"  # empty program
-            if passed is not None and pass_rate is not None:
-                outcome = outcome_reward(passed, pass_rate, s.outcome, s.pass_reward, s.fail_reward)
-            result = scores[i] if scores is not None else None
-            prm = result.aggregate if result is not None else None
-            judged.append(
-                Judged(
-                    reward=outcome + (s.prm_weight * prm if prm is not None else 0.0),
-                    passed=passed,
-                    pass_rate=pass_rate,
-                    status=status,
-                    prm=prm,
-                    line_scores=result.line_scores if result is not None else [],
-                    code_start=self.spans[i][0],
+        for answer in (verdicts, scores):
+            if isinstance(answer, Unreachable):
+                log.warning(
+                    "%s unreachable: %d samples have an infrastructure error (%s)",
+                    answer.service,
+                    len(self.samples),
+                    answer.error,
                 )
+        judged = [self._judge(i, verdicts, scores) for i in range(len(self.samples))]
+        errors = sum(j.infra_error for j in judged)
+        if errors:
+            log.warning(
+                "%d of %d samples hit an infrastructure error (%s)",
+                errors,
+                len(judged),
+                "skipped: no reward" if s.infra_errors == "skip" else "scored as failed",
+                extra={"infra_errors": errors, "samples": len(judged)},
             )
         return judged
+
+    def _judge(
+        self,
+        i: int,
+        verdicts: list[EvaluateResponse] | Unreachable,
+        scores: list[ScoreResult] | Unreachable | None,
+    ) -> Judged:
+        s = self.settings
+        passed: bool | None = None
+        pass_rate: float | None = None
+        status: str | None = None
+        infra_error = isinstance(scores, Unreachable) and i in self.item_of
+        if i in self.request_of:
+            if isinstance(verdicts, Unreachable):
+                infra_error, status = True, "unreachable"
+            else:
+                verdict = verdicts[self.request_of[i]]
+                passed, pass_rate, status = verdict.passed, verdict.pass_rate, verdict.status
+                infra_error |= verdict.status == "sandbox_error" or any(
+                    case.status == "sandbox_error" for case in verdict.cases
+                )
+        elif self.tested[i]:
+            passed, pass_rate, status = False, 0.0, "runtime_error"  # empty program
+        if infra_error and s.infra_errors == "skip":
+            return Judged(
+                reward=0.0,
+                passed=None,
+                pass_rate=None,
+                status=status,
+                prm=None,
+                line_scores=[],
+                code_start=self.spans[i][0],
+                infra_error=True,
+                skipped=True,
+            )
+        if infra_error and self.tested[i]:
+            passed, pass_rate = False, 0.0  # infra_errors="fail": a run that did not pass
+        outcome = 0.0
+        if passed is not None and pass_rate is not None:
+            outcome = outcome_reward(passed, pass_rate, s.outcome, s.pass_reward, s.fail_reward)
+        result = scores[self.item_of[i]] if isinstance(scores, list) and i in self.item_of else None
+        prm = result.aggregate if result is not None else None
+        return Judged(
+            reward=outcome + (s.prm_weight * prm if prm is not None else 0.0),
+            passed=passed,
+            pass_rate=pass_rate,
+            status=status,
+            prm=prm,
+            line_scores=result.line_scores if result is not None else [],
+            code_start=self.spans[i][0],
+            infra_error=infra_error,
+        )

@@ -3,12 +3,11 @@
 TRL calls it as `await f(prompts=..., completions=..., completion_ids=..., **columns)`, where
 `columns` are the dataset's other columns, one value per completion (the tests live in one of
 them, `tests` by default), and expects one float per completion, or None where the reward
-does not apply (here: no tests and no PRM server). Prompts and completions are strings, or
-message lists for conversational datasets.
-
-The labeler's export is TRL's stepwise-supervision format, so it trains with TRL's
-`PRMTrainer` as is, and a PRM trained that way serves from codeprm's PRM server
-(docs/integrations.md).
+does not apply: no tests and no PRM server, or an infrastructure error (a `sandbox_error`, an
+unreachable service) under `infra_errors="skip"`. TRL leaves a None out of the reward (its
+NaN-aware group statistics skip it) instead of teaching the policy that the program was wrong.
+Prompts and completions are strings, or message lists for conversational datasets. Tested
+with TRL 1.16 (docs/integrations.md).
 """
 
 from __future__ import annotations
@@ -36,7 +35,9 @@ def reward_function(
             for prompt, completion, test in zip(prompts, completions, tests, strict=True)
         ]
         judged = await rewards.ajudge(samples)
-        return [None if j.passed is None and j.prm is None else j.reward for j in judged]
+        return [
+            None if j.skipped or (j.passed is None and j.prm is None) else j.reward for j in judged
+        ]
 
     return codeprm_reward
 

@@ -31,6 +31,8 @@ async def get_executor(request: Request) -> Executor:
     executor: Executor | None = getattr(request.app.state, "executor", None)
     if executor is None or not request.app.state.ready:
         raise NotReady("the sandbox is not ready yet", retry_after_s=2)
+    if (reason := executor.pool.health()) is not None:
+        raise NotReady(reason, retry_after_s=2)
     return executor
 
 
@@ -62,6 +64,13 @@ async def evaluate_batch(body: BatchRequest, executor: ExecutorDep) -> BatchResp
     """Evaluate many programs concurrently; results come back in request order."""
     if len(body.items) > executor.settings.max_batch_items:
         raise BadInput(f"at most {executor.settings.max_batch_items} items per batch")
+    for index, item in enumerate(body.items):  # a request error is the caller's: say where
+        try:
+            executor.check(item)
+        except (BadInput, PayloadTooLarge) as exc:
+            raise type(exc)(f"items[{index}]: {exc.detail}") from None
+    # From here on each item gets its own verdict (`Executor.evaluate` answers even its own
+    # failures with a result); only a full queue (503, retried by clients) fails them all.
     results = await asyncio.gather(*(executor.evaluate(item) for item in body.items))
     return BatchResponse(results=list(results))
 

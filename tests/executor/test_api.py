@@ -75,6 +75,26 @@ def test_batch_keeps_order_and_accepts_empty(contained_executor: ContainedExecut
     assert [r["passed"] for r in results] == [k == 2 for k in range(6)]
 
 
+def test_a_batch_is_checked_whole_before_anything_runs(
+    contained_executor: ContainedExecutor,
+) -> None:
+    good = {"code": "def f(x):\n    return x * 2\n", "tests": GOOD_TESTS}
+    for bad, fragment in [
+        ({**good, "timeout_s": 1e6}, "items[1]: timeout_s must be at most"),
+        ({**good, "code": "#" * (2 << 20)}, "items[1]: code is larger than"),
+        (
+            {**good, "tests": {**GOOD_TESTS, "cases": [{"args": [1], "expected": 1}] * 5000}},
+            "items[1]: at most",
+        ),
+    ]:
+        response = httpx.post(
+            f"{contained_executor.url}/v1/evaluate/batch",
+            json={"items": [good, bad, good]},
+            timeout=60,
+        )
+        assert response.status_code in (413, 422) and fragment in response.text, response.text
+
+
 def test_identical_submissions_come_from_the_cache(contained_executor: ContainedExecutor) -> None:
     body = {
         "code": "import random\ndef f(x):\n    return x * 2\n# " + str(id(object())),

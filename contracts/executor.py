@@ -13,7 +13,8 @@ Language = Literal["python"]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: pydantic would otherwise read the strings "nan" and "inf" as floats.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Limits(_Request):

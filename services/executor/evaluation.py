@@ -282,12 +282,14 @@ def _encode_cases(tests: CallTests) -> list[list[Any]]:
     # The judge compares the results with `expected` itself (`runner.judge_calls`): what a
     # program returned is never decoded in the service.
     try:
+        for case in tests.cases:  # nested beyond what the judge compares: refused here
+            wire.encode_plain(case.expected)
         return [
             [wire.encode_plain(c.args), wire.encode_plain(c.kwargs), c.expected]
             for c in tests.cases
         ]
     except wire.NotPlainData as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(f"a test case: {exc}") from None
 
 
 def _failed_result(reason: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import socket
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
 
 from contracts.errors import BadInput, NotReady, PayloadTooLarge
 from contracts.executor import (
@@ -101,9 +102,14 @@ async def run_code(
     if body.files or body.fetch_files:
         raise BadInput("files and fetch_files are not supported")
     memory = body.memory_limit_MB if body.memory_limit_MB and body.memory_limit_MB > 0 else None
-    result = await executor.run(
-        RunRequest(code=body.code, stdin=body.stdin, timeout_s=body.run_timeout, memory_mb=memory)
-    )
+    try:
+        request = RunRequest(
+            code=body.code, stdin=body.stdin, timeout_s=body.run_timeout, memory_mb=memory
+        )
+    except ValidationError as exc:  # their fields are looser than ours (run_timeout <= 0)
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise BadInput(f"not runnable here: {problems}") from None
+    result = await executor.run(request)
     status = {"ok": "Success", "sandbox_error": "SandboxError"}.get(result.status, "Failed")
     return SandboxFusionRunResponse(
         status=status,

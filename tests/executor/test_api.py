@@ -11,6 +11,7 @@ import pytest
 from contracts.errors import Overloaded
 from services.executor.pool import Pool
 from services.executor.settings import ExecutorSettings
+from tests.bodies import fuzzed
 from tests.contained import ContainedExecutor
 
 pytestmark = pytest.mark.slow
@@ -160,6 +161,79 @@ def test_judged_candidates_run_on_their_judges_cpu(contained_executor: Contained
         timeout=30,
     ).json()
     assert run["stdout"] == f"{cpus}\n"
+
+
+ODD_VALUES = {
+    "null": "null",
+    "negative": "-1",
+    "zero": "0",
+    "huge_int": "1" + "0" * 40,
+    "huge_float": "1.7e308",
+    "tiny_float": "5e-324",
+    "empty_text": '""',
+    "text": '"x"',
+    "empty_list": "[]",
+    "empty_object": "{}",
+    "true": "true",
+    "nan_text": '"nan"',
+    "deep": "[" * 500 + "]" * 500,
+}
+FUZZED_BODIES = {
+    "/v1/run": {"code": "print(1)", "stdin": "", "timeout_s": 5, "memory_mb": 128},
+    "/v1/evaluate": {
+        "code": "def f(x):\n    return x * 2\n",
+        "timeout_s": 5,
+        "tests": {
+            "kind": "call",
+            "entry_point": "f",
+            "cases": [{"args": [2], "kwargs": {}, "expected": 4}],
+            "float_tolerance": 0.5,
+        },
+        "stop_on_first_failure": False,
+    },
+    "/v1/evaluate/batch": {
+        "items": [
+            {
+                "code": "print(input())",
+                "timeout_s": 5,
+                "tests": {
+                    "kind": "stdio",
+                    "cases": [{"stdin": "1", "expected_stdout": "1"}],
+                    "compare": "tolerant",
+                },
+            },
+            {
+                "code": "def f(): pass",
+                "tests": {"kind": "assert", "code": "assert True", "entry_point": "f"},
+            },
+        ]
+    },
+    "/run_code": {
+        "code": "print(1)",
+        "language": "python",
+        "run_timeout": 5,
+        "memory_limit_MB": 128,
+        "stdin": "",
+        "files": {},
+    },
+}
+
+
+@pytest.mark.parametrize("path", list(FUZZED_BODIES))
+def test_odd_values_anywhere_never_give_a_500(
+    contained_executor: ContainedExecutor, path: str
+) -> None:
+    """Each leaf of a valid request replaced in turn by odd but valid JSON: a 2xx or a
+    clear 4xx, never a 500 (what each should be is the other tests' business)."""
+    variants = fuzzed(FUZZED_BODIES[path], ODD_VALUES)
+    with httpx.Client(base_url=contained_executor.url, timeout=60) as client:
+        for name, content in variants:
+            response = client.post(
+                path, content=content, headers={"content-type": "application/json"}
+            )
+            assert response.status_code in (200, 413, 422), (name, response.text[:300])
+            assert response.json() is not None
+    assert httpx.get(f"{contained_executor.url}/readyz").status_code == 200
 
 
 async def test_a_full_queue_answers_overloaded_at_once() -> None:

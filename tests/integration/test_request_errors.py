@@ -16,13 +16,13 @@ import httpx
 import pytest
 
 from codeprm.stack import free_port, wait_ready
+from tests.bodies import fuzzed
 from tests.conftest import REDIS_URL
 from tests.contained import ContainedExecutor
 from tests.servers import start_prm_server
 
 pytestmark = pytest.mark.slow
 
-MARK = "__codeprm_bad_value__"
 BAD_VALUES = {
     "nan": "NaN",
     "infinity": "Infinity",
@@ -37,37 +37,8 @@ BAD_VALUES = {
 }
 
 
-def _leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            yield from _leaves(item, (*path, key))
-    elif isinstance(value, list) and value:
-        for index, item in enumerate(value):
-            yield from _leaves(item, (*path, index))
-    else:
-        yield path
-
-
-def _replaced(value: Any, path: tuple[Any, ...]) -> Any:
-    if not path:
-        return MARK
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[path[0]] = _replaced(value[path[0]], path[1:])
-    return copy
-
-
-def fuzzed(body: dict[str, Any]) -> list[tuple[str, bytes]]:
-    variants = []
-    for path in _leaves(body):
-        template = json.dumps(_replaced(body, path))
-        for name, raw in BAD_VALUES.items():
-            where = ".".join(map(str, path))
-            variants.append((f"{where}={name}", template.replace(f'"{MARK}"', raw).encode()))
-    return variants
-
-
 def assert_all_refused(url: str, path: str, body: dict[str, Any], **headers: str) -> None:
-    variants = fuzzed(body)
+    variants = fuzzed(body, BAD_VALUES)
     assert len(variants) >= 2 * len(BAD_VALUES)
     with httpx.Client(base_url=url, timeout=30) as client:
         for name, content in variants:

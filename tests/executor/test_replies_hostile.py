@@ -7,6 +7,9 @@ promptly throughout."""
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import random
 import re
 import textwrap
 import time
@@ -15,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.executor import replies, wire
 from tests.contained import ContainedExecutor, require_isolation
 from tests.executor.malformed import MALFORMED_CALL_REPLIES
 
@@ -117,6 +121,55 @@ def test_malformed_replies_while_loading_fail_the_program(
     items = [{"code": forging(p, at_load=True), "tests": tests, "timeout_s": 10} for p in payloads]
     for payload, result in zip(payloads, batch(contained_executor.url, items), strict=True):
         assert not result["passed"] and result["status"] == "runtime_error", (payload, result)
+
+
+def _mutated_replies(seed: int, count: int) -> list[bytes]:
+    """Well-formed replies with one to three random edits: some stay well-formed, most not."""
+    rng = random.Random(seed)
+    values = [2, [1, (2, 3)], {"a": {1, 2}}, b"xy", 10**30, math.inf, 1 + 2j, "s", None]
+    bases = [json.dumps({"value": wire.encode_plain(v)}).encode() for v in values]
+    bases.append(b'{"raise": ["ValueError", "m"]}')
+    alphabet = b'{}[]",:0123456789eE.-+NaInfity \\u\x00\xff'
+    found = []
+    for _ in range(count):
+        data = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data) + 1)
+            edit = rng.randrange(4)
+            if edit == 0 and at < len(data):
+                data[at] = rng.choice(alphabet)
+            elif edit == 1 and at < len(data):
+                del data[at]
+            elif edit == 2:
+                data[at:at] = bytes([rng.choice(alphabet)])
+            else:
+                data[at:at] = data[rng.randrange(len(data)) :][: rng.randint(1, 8)]
+        found.append(bytes(data))
+    return found
+
+
+def test_randomly_edited_replies_agree_with_the_reply_checker(
+    contained_executor: ContainedExecutor,
+) -> None:
+    """Differential: over HTTP, a program whose every answer is the edited reply passes
+    tests that catch everything exactly when the checker accepts the reply as a value."""
+    require_isolation(contained_executor)
+    payloads = _mutated_replies(seed=17, count=120)
+    results = batch(
+        contained_executor.url,
+        [{"code": forging(p), "tests": CATCH_ALL, "timeout_s": 10} for p in payloads],
+    )
+    accepted = 0
+    for payload, result in zip(payloads, results, strict=True):
+        try:
+            is_value = isinstance(replies.parse_reply(payload, "call"), replies.Value)
+        except replies.MalformedReply:
+            is_value = False
+            assert result["status"] == "runtime_error", (payload, result)
+        accepted += is_value
+        assert result["passed"] is is_value, (payload, result)
+    assert 0 < accepted < len(payloads) // 2  # both sides of the line were exercised
+    assert_service_whole(contained_executor)
 
 
 # (name, solution body of f(x), expected status when compared with 2 / asserted == 2)

@@ -173,13 +173,13 @@ class Executor:
         if request.stop_on_first_failure:
             for job, case in zip(jobs, tests.cases, strict=True):
                 results.append(await self._execute(job))
-                cases.append(_stdio_case(results[-1], case.expected_stdout, tests))
+                cases.append(await _stdio_verdict(results[-1], case.expected_stdout, tests))
                 if not cases[-1].passed:
                     break
         else:
             results = list(await asyncio.gather(*(self._execute(job) for job in jobs)))
             cases = [
-                _stdio_case(r, c.expected_stdout, tests)
+                await _stdio_verdict(r, c.expected_stdout, tests)
                 for r, c in zip(results, tests.cases, strict=True)
             ]
         cases += [
@@ -302,6 +302,17 @@ def _failed_result(reason: str) -> dict[str, Any]:
         "cpu_time_s": 0.0,
         "peak_memory_mb": 0.0,
     }
+
+
+# Outputs beyond this are compared in a thread: the comparison is Python work per token
+# (about 7 µs for a float), and a 1 MiB output would hold the event loop for most of a second.
+_COMPARE_INLINE_BYTES = 64 << 10
+
+
+async def _stdio_verdict(result: dict[str, Any], expected: str, tests: StdioTests) -> CaseResult:
+    if len(result["stdout"]) + len(expected) > _COMPARE_INLINE_BYTES:
+        return await asyncio.to_thread(_stdio_case, result, expected, tests)
+    return _stdio_case(result, expected, tests)
 
 
 def _stdio_case(result: dict[str, Any], expected: str, tests: StdioTests | None) -> CaseResult:

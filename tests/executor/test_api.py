@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import httpx
 import pytest
@@ -141,6 +142,34 @@ def test_stdio_compare_modes_and_stop_on_first_failure(
         "not run (stop_on_first_failure)",
         "not run (stop_on_first_failure)",
     ]
+
+
+def test_large_outputs_are_compared_off_the_event_loop(
+    contained_executor: ContainedExecutor,
+) -> None:
+    """Six cases of 70,000 floats each (~0.9 MB): comparing them is seconds of Python work,
+    during which /healthz must still answer promptly."""
+    code = "n = int(input())\nprint(' '.join(f'{i / 7:.7f}' for i in range(n)))\n"
+    expected = " ".join(f"{i / 7:.6f}" for i in range(70_000))
+    tests = {"kind": "stdio", "cases": [{"stdin": "70000", "expected_stdout": expected}] * 6}
+
+    async def main() -> tuple[httpx.Response, float]:
+        async with httpx.AsyncClient(base_url=contained_executor.url, timeout=120) as client:
+            evaluation = asyncio.create_task(
+                client.post("/v1/evaluate", json={"code": code, "tests": tests})
+            )
+            worst = 0.0
+            while not evaluation.done():
+                start = time.monotonic()
+                assert (await client.get("/healthz")).status_code == 200
+                worst = max(worst, time.monotonic() - start)
+                await asyncio.sleep(0.05)
+            return await evaluation, worst
+
+    response, worst = asyncio.run(main())
+    assert response.status_code == 200
+    assert response.json()["passed"], response.json()["cases"][0]["error"]
+    assert worst < 1.0, f"/healthz took {worst:.2f} s while outputs were compared"
 
 
 def test_judged_candidates_run_on_their_judges_cpu(contained_executor: ContainedExecutor) -> None:

@@ -71,6 +71,8 @@ class Pool:
         self._running: set[asyncio.Task[Any]] = set()
         self._replacements: set[asyncio.Task[None]] = set()
         self._replacing = 0  # workers being started in place of failed ones
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.waiting = 0
 
     @property
@@ -113,6 +115,16 @@ class Pool:
     def _add(self, worker: WorkerProcess) -> None:
         self._all.add(worker)
         self._idle.put_nowait(worker)
+        watcher = asyncio.create_task(self._watch(worker))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, worker: WorkerProcess) -> None:
+        """Replace a worker the moment it dies, busy or idle: nothing else would notice an
+        idle one, and a pool of dead workers would wait for work that never comes."""
+        returncode = await worker.proc.wait()
+        if not self._closing:
+            self._retire(worker, RuntimeError(f"worker exited with {returncode}"))
 
     async def _spawn(self, isolated: bool, cpu: int | None) -> WorkerProcess:
         proc = await asyncio.create_subprocess_exec(
@@ -153,6 +165,8 @@ class Pool:
         self.waiting += 1
         try:
             worker = await self._idle.get()
+            while worker not in self._all:  # it died while idle (`_watch`): not this job's fault
+                worker = await self._idle.get()
         finally:
             self.waiting -= 1
         task = asyncio.create_task(self._run(worker, job))
@@ -194,6 +208,8 @@ class Pool:
         return result
 
     def _retire(self, worker: WorkerProcess, exc: BaseException) -> None:
+        if worker not in self._all:  # already retired (its watcher saw it die)
+            return
         log.error("sandbox worker failed; replacing it", extra={"error": repr(exc)[:500]})
         self._all.discard(worker)
         if worker.proc.returncode is None:
@@ -219,6 +235,7 @@ class Pool:
             self._replacing -= 1
 
     async def close(self) -> None:
+        self._closing = True
         if self._running:
             await asyncio.wait(self._running, timeout=self.settings.graceful_shutdown_s)
         for task in list(self._replacements):
@@ -227,3 +244,5 @@ class Pool:
             await asyncio.wait(self._replacements)
         await asyncio.gather(*(w.stop() for w in list(self._all)))
         self._all.clear()
+        for task in list(self._watchers):
+            task.cancel()

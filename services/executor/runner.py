@@ -240,7 +240,8 @@ class Candidate:
             self.fail(str(exc), exc.status)
         if reply is None:
             self.state.died = True  # how it ended decides the status (the worker's part)
-            self.fail("the program exited or was killed during a test", None)
+            when = "while loading" if question == "load" else "during a test"
+            self.fail(f"the program exited or was killed {when}", None)
         return reply
 
     def fail(self, reason: str, status: str | None) -> NoReturn:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -263,6 +265,48 @@ def test_odd_values_anywhere_never_give_a_500(
             assert response.status_code in (200, 413, 422), (name, response.text[:300])
             assert response.json() is not None
     assert httpx.get(f"{contained_executor.url}/readyz").status_code == 200
+
+
+def _worker_pids(executor: ContainedExecutor) -> set[int]:
+    """The service's worker processes: its children running services.executor.worker (their
+    own children, forked from them, share the command line)."""
+    commands, parents = {}, {}
+    for pid in executor.processes():
+        try:
+            commands[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+    return {
+        pid
+        for pid, command in commands.items()
+        if b"services.executor.worker" in command
+        and b"services.executor.worker" not in commands.get(parents.get(pid, 0), b"")
+    }
+
+
+def test_dead_workers_are_replaced_and_readyz_says_so_meanwhile(
+    contained_executor: ContainedExecutor,
+) -> None:
+    url = contained_executor.url
+    workers = _worker_pids(contained_executor)
+    assert len(workers) == 3
+    for pid in workers:  # killed from outside, idle: no job would ever notice
+        os.kill(pid, signal.SIGKILL)
+    seen = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        seen.append(httpx.get(f"{url}/readyz").status_code)
+        alive = _worker_pids(contained_executor)
+        if seen[-1] == 200 and len(alive) == 3 and not alive & workers:
+            break
+        time.sleep(0.02)
+    assert seen[-1] == 200 and 503 in seen, seen[-20:]
+    ok = httpx.post(
+        f"{url}/v1/evaluate", json={"code": "def f(x):\n    return x * 2\n", "tests": GOOD_TESTS}
+    )
+    assert ok.json()["passed"], ok.text
 
 
 async def test_a_full_queue_answers_overloaded_at_once() -> None:

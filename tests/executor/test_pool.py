@@ -1,8 +1,8 @@
 """The pool never loses a worker: whatever goes wrong with a job, the worker is replaced.
 
 Real workers run a harmless program here (no hostile code: that only runs behind the
-harness's containment). The failures are made from outside: a worker killed, and a reply
-frame that cannot be read (bytes pushed into the service's end of the worker's stream).
+harness's containment). The failures are made from outside: a reply frame that cannot be
+read (bytes pushed into the service's end of the worker's stream), a worker killed.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ async def test_a_worker_whose_job_went_wrong_is_replaced() -> None:
         failures = {
             "unreadable frame": lambda w: w.proc.stdout.feed_data(b"\x00\x00\x00\x07garbage"),
             "not a result": lambda w: w.proc.stdout.feed_data(b"\x00\x00\x00\x04[11]"),
-            "killed": lambda w: w.proc.kill(),
         }
         for name, break_it in failures.items():
             (worker,) = pool._all
@@ -49,5 +48,15 @@ async def test_a_worker_whose_job_went_wrong_is_replaced() -> None:
             assert pool.size == 0 and pool.health() is not None, name
             await _replaced(pool, 1)
             assert (await pool.execute(job))["stdout"] == "1\n", name
+        # A worker that dies while idle is noticed and replaced without any job.
+        (worker,) = pool._all
+        worker.proc.kill()
+        for _ in range(200):
+            if worker not in pool._all:
+                break
+            await asyncio.sleep(0.05)
+        assert worker not in pool._all
+        await _replaced(pool, 1)
+        assert (await pool.execute(job))["stdout"] == "1\n"
     finally:
         await pool.close()

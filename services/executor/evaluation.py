@@ -79,19 +79,19 @@ class Executor:
             log.exception("run failed; reported as a sandbox error")
             return RunResponse.model_validate(_failed_result("internal error while running"))
 
-    def check(self, request: EvaluateRequest) -> None:
+    def check(self, request: EvaluateRequest) -> tuple[float, int]:
         """Refuse a request that cannot be evaluated (BadInput, PayloadTooLarge) before
-        anything runs: a batch checks all its items first."""
-        self._limits(request, request.code)
+        anything runs (a batch checks all its items first); its effective limits."""
+        limits = self._limits(request, request.code)
         tests = request.tests
         if not isinstance(tests, AssertTests) and len(tests.cases) > self.settings.max_cases:
             raise BadInput(f"at most {self.settings.max_cases} test cases per request")
         if isinstance(tests, CallTests):
             _encode_cases(tests)
+        return limits
 
     async def evaluate(self, request: EvaluateRequest) -> EvaluateResponse:
-        self.check(request)
-        timeout_s, memory_mb = self._limits(request, request.code)
+        timeout_s, memory_mb = self.check(request)
         key = None
         if self.cache is not None:
             key = self.cache.key(request, timeout_s, memory_mb)

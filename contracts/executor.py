@@ -13,7 +13,8 @@ Language = Literal["python"]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: pydantic would otherwise read the strings "nan" and "inf" as floats.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Limits(_Request):
@@ -60,10 +61,13 @@ class StdioTests(_Request):
     cases: list[StdioCase] = Field(min_length=1)
     compare: Literal["tolerant", "exact"] = Field(
         "tolerant",
-        description="tolerant: line by line, whitespace-insensitive, trailing "
-        "blank lines ignored, numbers equal within float_tolerance; exact: byte for byte.",
+        description="tolerant: line by line, whitespace-insensitive, trailing blank lines "
+        "ignored; an expected integer token is matched exactly, an expected float (with a '.' "
+        "or an exponent) within float_tolerance; exact: byte for byte.",
     )
-    float_tolerance: float = Field(1e-6, ge=0)
+    float_tolerance: float = Field(
+        1e-6, ge=0, description="Absolute or relative; applies only to expected floats."
+    )
 
 
 class CallCase(_Request):
@@ -78,7 +82,9 @@ class CallTests(_Request):
     kind: Literal["call"]
     entry_point: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     cases: list[CallCase] = Field(min_length=1)
-    float_tolerance: float = Field(1e-6, ge=0)
+    float_tolerance: float = Field(
+        1e-6, ge=0, description="Absolute or relative; applies only to expected floats."
+    )
 
 
 Tests = Annotated[AssertTests | StdioTests | CallTests, Field(discriminator="kind")]

@@ -77,16 +77,22 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
                 await app.state.executor.cache.close()
 
     async def readiness() -> dict[str, str | None]:
-        return dict(checks)
+        outcome = dict(checks)
+        if app.state.executor is not None:  # started: can the pool still serve?
+            outcome["workers"] = app.state.pool.health()
+        return outcome
 
     def warnings() -> list[str]:
         pool = getattr(app.state, "pool", None)
+        found = []
         if pool is not None and pool.size and not pool.isolated:
-            return [
+            found.append(
                 "WEAK ISOLATION: sandboxes run without namespaces "
                 "(CODEPRM_EXECUTOR_ALLOW_WEAK_ISOLATION); do not run hostile code"
-            ]
-        return []
+            )
+        if app.state.executor is not None and pool is not None and pool.size < settings.workers:
+            found.append(f"{pool.size} of {settings.workers} sandbox workers alive")
+        return found
 
     app = FastAPI(title="codeprm executor", lifespan=lifespan)
     app.state.settings = settings

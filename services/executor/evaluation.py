@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import math
+import logging
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from contracts.errors import BadInput, PayloadTooLarge
+from contracts.errors import BadInput, CodeprmError, PayloadTooLarge
 from contracts.executor import (
     AssertTests,
     CallTests,
@@ -24,6 +24,8 @@ from services.executor import verdicts, wire
 from services.executor.cache import VerdictCache
 from services.executor.pool import Pool
 from services.executor.settings import ExecutorSettings
+
+log = logging.getLogger(__name__)
 
 
 class ExecutorMetrics:
@@ -68,16 +70,28 @@ class Executor:
 
     async def run(self, request: RunRequest) -> RunResponse:
         timeout_s, memory_mb = self._limits(request, request.code)
-        result = await self._execute(
-            self._job("program", request.code, timeout_s, memory_mb, stdin=request.stdin or "")
-        )
-        return RunResponse.model_validate(result)
+        job = self._job("program", request.code, timeout_s, memory_mb, stdin=request.stdin or "")
+        try:
+            return RunResponse.model_validate(await self._execute(job))
+        except CodeprmError:
+            raise
+        except Exception:  # a bug of ours: logged, and the caller still gets a result
+            log.exception("run failed; reported as a sandbox error")
+            return RunResponse.model_validate(_failed_result("internal error while running"))
 
-    async def evaluate(self, request: EvaluateRequest) -> EvaluateResponse:
-        timeout_s, memory_mb = self._limits(request, request.code)
+    def check(self, request: EvaluateRequest) -> tuple[float, int]:
+        """Refuse a request that cannot be evaluated (BadInput, PayloadTooLarge) before
+        anything runs (a batch checks all its items first); its effective limits."""
+        limits = self._limits(request, request.code)
         tests = request.tests
         if not isinstance(tests, AssertTests) and len(tests.cases) > self.settings.max_cases:
             raise BadInput(f"at most {self.settings.max_cases} test cases per request")
+        if isinstance(tests, CallTests):
+            _encode_cases(tests)
+        return limits
+
+    async def evaluate(self, request: EvaluateRequest) -> EvaluateResponse:
+        timeout_s, memory_mb = self.check(request)
         key = None
         if self.cache is not None:
             key = self.cache.key(request, timeout_s, memory_mb)
@@ -85,19 +99,31 @@ class Executor:
             self.metrics.cache.labels("hit" if cached else "miss").inc()
             if cached is not None:
                 return cached
-        if isinstance(tests, AssertTests):
-            response = await self._assert(request.code, tests, timeout_s, memory_mb)
-        elif isinstance(tests, StdioTests):
-            response = await self._stdio(request, tests, timeout_s, memory_mb)
-        else:
-            response = await self._call(request.code, tests, timeout_s, memory_mb)
+        try:
+            response = await self._evaluate(request, timeout_s, memory_mb)
+        except CodeprmError:
+            raise
+        except Exception:  # a bug of ours: logged; one item never fails a whole batch
+            log.exception("evaluation failed; reported as a sandbox error")
+            failed = _failed_result("internal error while judging")
+            return _response([_stdio_case(failed, "", None)], [failed])
         if self.cache is not None and key is not None:
             await self.cache.put(key, response)
         return response
 
+    async def _evaluate(
+        self, request: EvaluateRequest, timeout_s: float, memory_mb: int
+    ) -> EvaluateResponse:
+        tests = request.tests
+        if isinstance(tests, AssertTests):
+            return await self._assert(request.code, tests, timeout_s, memory_mb)
+        if isinstance(tests, StdioTests):
+            return await self._stdio(request, tests, timeout_s, memory_mb)
+        return await self._call(request.code, tests, timeout_s, memory_mb)
+
     def _limits(self, limits: Limits, code: str) -> tuple[float, int]:
         s = self.settings
-        if len(code.encode()) > s.max_code_bytes:
+        if len(code.encode("utf-8", "surrogatepass")) > s.max_code_bytes:
             raise PayloadTooLarge(f"code is larger than {s.max_code_bytes} bytes")
         timeout_s = limits.timeout_s or s.default_timeout_s
         memory_mb = limits.memory_mb or s.default_memory_mb
@@ -147,13 +173,13 @@ class Executor:
         if request.stop_on_first_failure:
             for job, case in zip(jobs, tests.cases, strict=True):
                 results.append(await self._execute(job))
-                cases.append(_stdio_case(results[-1], case.expected_stdout, tests))
+                cases.append(await _stdio_verdict(results[-1], case.expected_stdout, tests))
                 if not cases[-1].passed:
                     break
         else:
             results = list(await asyncio.gather(*(self._execute(job) for job in jobs)))
             cases = [
-                _stdio_case(r, c.expected_stdout, tests)
+                await _stdio_verdict(r, c.expected_stdout, tests)
                 for r, c in zip(results, tests.cases, strict=True)
             ]
         cases += [
@@ -165,21 +191,22 @@ class Executor:
     async def _call(
         self, code: str, tests: CallTests, timeout_s: float, memory_mb: int
     ) -> EvaluateResponse:
-        try:
-            encoded = [
-                [wire.encode_plain(c.args), wire.encode_plain(c.kwargs)] for c in tests.cases
-            ]
-        except wire.NotPlainData as exc:
-            raise BadInput(str(exc)) from None
+        encoded = _encode_cases(tests)
         result = await self._execute(
             self._job(
-                "call", code, timeout_s, memory_mb, entry_point=tests.entry_point, cases=encoded
+                "call",
+                code,
+                timeout_s,
+                memory_mb,
+                entry_point=tests.entry_point,
+                cases=encoded,
+                float_tolerance=tests.float_tolerance,
             )
         )
         judge = result.get("judge") or {}
         outcomes = judge.get("cases", {})
         cases = []
-        for index, case in enumerate(tests.cases):
+        for index in range(len(tests.cases)):
             outcome = outcomes.get(str(index))
             if outcome is None:
                 status = result["status"] if result["status"] != "ok" else "runtime_error"
@@ -190,13 +217,12 @@ class Executor:
                     CaseResult(passed=False, status="runtime_error", error=outcome["error"])
                 )
             else:
-                actual = wire.decode_plain(outcome["value"])
-                ok = verdicts.values_equal(actual, case.expected, tests.float_tolerance)
+                ok = bool(outcome["passed"])
                 cases.append(
                     CaseResult(
                         passed=ok,
                         status="ok",
-                        actual=_jsonable(actual),
+                        actual=outcome["actual"],
                         error=None if ok else "wrong answer",
                     )
                 )
@@ -215,6 +241,7 @@ class Executor:
         test_code: str | None = None,
         entry_point: str | None = None,
         cases: list[Any] | None = None,
+        float_tolerance: float = 0.0,
     ) -> dict[str, Any]:
         s = self.settings
         limits = {
@@ -224,13 +251,15 @@ class Executor:
             "fsize_mb": s.fsize_mb,
             "nofile": s.nofile,
         }
-        judge: dict[str, Any] = {}
+        # A call's answer is output too: capped like a stream.
+        judge: dict[str, Any] = {"reply_limit_bytes": s.output_limit_bytes}
         if test_code is not None:
             judge["test_code"] = test_code
         if entry_point is not None:
             judge["entry_point"] = entry_point
         if cases is not None:
             judge["cases"] = cases
+            judge["float_tolerance"] = float_tolerance
         return {
             "mode": mode,
             "limits": limits,
@@ -249,9 +278,46 @@ class Executor:
         return result
 
 
-def _stdio_case(result: dict[str, Any], expected: str, tests: StdioTests) -> CaseResult:
+def _encode_cases(tests: CallTests) -> list[list[Any]]:
+    # The judge compares the results with `expected` itself (`runner.judge_calls`): what a
+    # program returned is never decoded in the service.
+    try:
+        for case in tests.cases:  # nested beyond what the judge compares: refused here
+            wire.encode_plain(case.expected)
+        return [
+            [wire.encode_plain(c.args), wire.encode_plain(c.kwargs), c.expected]
+            for c in tests.cases
+        ]
+    except wire.NotPlainData as exc:
+        raise BadInput(f"a test case: {exc}") from None
+
+
+def _failed_result(reason: str) -> dict[str, Any]:
+    return {
+        "status": "sandbox_error",
+        "exit_code": None,
+        "stdout": "",
+        "stderr": reason,
+        "wall_time_s": 0.0,
+        "cpu_time_s": 0.0,
+        "peak_memory_mb": 0.0,
+    }
+
+
+# Outputs beyond this are compared in a thread: the comparison is Python work per token
+# (about 7 µs for a float), and a 1 MiB output would hold the event loop for most of a second.
+_COMPARE_INLINE_BYTES = 64 << 10
+
+
+async def _stdio_verdict(result: dict[str, Any], expected: str, tests: StdioTests) -> CaseResult:
+    if len(result["stdout"]) + len(expected) > _COMPARE_INLINE_BYTES:
+        return await asyncio.to_thread(_stdio_case, result, expected, tests)
+    return _stdio_case(result, expected, tests)
+
+
+def _stdio_case(result: dict[str, Any], expected: str, tests: StdioTests | None) -> CaseResult:
     status = result["status"]
-    if status != "ok":
+    if status != "ok" or tests is None:
         return CaseResult(
             passed=False,
             status=status,
@@ -286,18 +352,6 @@ def _describe_status(result: dict[str, Any]) -> str:
         "sandbox_error": "sandbox error",
         "ok": "failed",
     }[status]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple | list | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, bytes | complex):
-        return repr(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    return value
 
 
 def _response(cases: list[CaseResult], results: list[dict[str, Any]]) -> EvaluateResponse:

@@ -69,6 +69,10 @@ class Pool:
         self._idle: asyncio.Queue[WorkerProcess] = asyncio.Queue()
         self._all: set[WorkerProcess] = set()
         self._running: set[asyncio.Task[Any]] = set()
+        self._replacements: set[asyncio.Task[None]] = set()
+        self._replacing = 0  # workers being started in place of failed ones
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.waiting = 0
 
     @property
@@ -111,6 +115,16 @@ class Pool:
     def _add(self, worker: WorkerProcess) -> None:
         self._all.add(worker)
         self._idle.put_nowait(worker)
+        watcher = asyncio.create_task(self._watch(worker))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, worker: WorkerProcess) -> None:
+        """Replace a worker the moment it dies, busy or idle: nothing else would notice an
+        idle one, and a pool of dead workers would wait for work that never comes."""
+        returncode = await worker.proc.wait()
+        if not self._closing:
+            self._retire(worker, RuntimeError(f"worker exited with {returncode}"))
 
     async def _spawn(self, isolated: bool, cpu: int | None) -> WorkerProcess:
         proc = await asyncio.create_subprocess_exec(
@@ -151,6 +165,8 @@ class Pool:
         self.waiting += 1
         try:
             worker = await self._idle.get()
+            while worker not in self._all:  # it died while idle (`_watch`): not this job's fault
+                worker = await self._idle.get()
         finally:
             self.waiting -= 1
         task = asyncio.create_task(self._run(worker, job))
@@ -158,23 +174,32 @@ class Pool:
         task.add_done_callback(self._running.discard)
         return await asyncio.shield(task)
 
+    def health(self) -> str | None:
+        """None while the pool can serve, else why not (/readyz; requests get 503 meanwhile)."""
+        if self._all:
+            return None
+        if self._replacing:
+            return "every sandbox worker failed; replacements are starting"
+        return "no sandbox worker is alive"
+
     async def _run(self, worker: WorkerProcess, job: dict[str, Any]) -> dict[str, Any]:
         # The worker enforces the job's deadline itself; this only catches a stuck worker.
         grace = float(job["timeout_s"]) + 30
         try:
-            result: dict[str, Any] = await asyncio.wait_for(worker.call(job, job=True), grace)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError) as exc:
-            log.error("sandbox worker failed; replacing it", extra={"error": repr(exc)})
-            self._all.discard(worker)
-            if worker.proc.returncode is None:
-                worker.proc.kill()
-            await worker.stop()
-            asyncio.create_task(self._replace(worker.cpu))
+            result = await asyncio.wait_for(worker.call(job, job=True), grace)
+            if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+                raise ValueError(f"a result that is not one: {str(result)[:200]}")
+        except BaseException as exc:
+            # Whatever went wrong (a dead or stuck worker, a frame we could not read), its
+            # stream may be out of step: it is never handed another job, it is replaced.
+            self._retire(worker, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             return {
                 "status": "sandbox_error",
                 "exit_code": None,
                 "stdout": "",
-                "stderr": f"sandbox worker failed: {exc!r}",
+                "stderr": f"sandbox worker failed: {exc!r}"[:2000],
                 "wall_time_s": 0.0,
                 "cpu_time_s": 0.0,
                 "peak_memory_mb": 0.0,
@@ -182,14 +207,42 @@ class Pool:
         self._idle.put_nowait(worker)
         return result
 
-    async def _replace(self, cpu: int | None) -> None:
+    def _retire(self, worker: WorkerProcess, exc: BaseException) -> None:
+        if worker not in self._all:  # already retired (its watcher saw it die)
+            return
+        log.error("sandbox worker failed; replacing it", extra={"error": repr(exc)[:500]})
+        self._all.discard(worker)
+        if worker.proc.returncode is None:
+            worker.proc.kill()
+        self._replacing += 1
+        task = asyncio.create_task(self._replace(worker))
+        self._replacements.add(task)
+        task.add_done_callback(self._replacements.discard)
+
+    async def _replace(self, dead: WorkerProcess) -> None:
         try:
-            self._add(await self._spawn(self.isolated, cpu))
-        except IsolationUnavailable:
-            log.exception("could not replace a sandbox worker")
+            await dead.stop()
+            delay = 0.5
+            while True:
+                try:
+                    self._add(await self._spawn(self.isolated, dead.cpu))
+                    return
+                except (IsolationUnavailable, OSError):
+                    log.exception("could not replace a sandbox worker; trying again")
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 30.0)
+        finally:
+            self._replacing -= 1
 
     async def close(self) -> None:
+        self._closing = True
         if self._running:
             await asyncio.wait(self._running, timeout=self.settings.graceful_shutdown_s)
+        for task in list(self._replacements):
+            task.cancel()
+        if self._replacements:
+            await asyncio.wait(self._replacements)
         await asyncio.gather(*(w.stop() for w in list(self._all)))
         self._all.clear()
+        for task in list(self._watchers):
+            task.cancel()

@@ -7,6 +7,7 @@ import socket
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
 
 from contracts.errors import BadInput, NotReady, PayloadTooLarge
 from contracts.executor import (
@@ -31,6 +32,8 @@ async def get_executor(request: Request) -> Executor:
     executor: Executor | None = getattr(request.app.state, "executor", None)
     if executor is None or not request.app.state.ready:
         raise NotReady("the sandbox is not ready yet", retry_after_s=2)
+    if (reason := executor.pool.health()) is not None:
+        raise NotReady(reason, retry_after_s=2)
     return executor
 
 
@@ -62,6 +65,13 @@ async def evaluate_batch(body: BatchRequest, executor: ExecutorDep) -> BatchResp
     """Evaluate many programs concurrently; results come back in request order."""
     if len(body.items) > executor.settings.max_batch_items:
         raise BadInput(f"at most {executor.settings.max_batch_items} items per batch")
+    for index, item in enumerate(body.items):  # a request error is the caller's: say where
+        try:
+            executor.check(item)
+        except (BadInput, PayloadTooLarge) as exc:
+            raise type(exc)(f"items[{index}]: {exc.detail}") from None
+    # From here on each item gets its own verdict (`Executor.evaluate` answers even its own
+    # failures with a result); only a full queue (503, retried by clients) fails them all.
     results = await asyncio.gather(*(executor.evaluate(item) for item in body.items))
     return BatchResponse(results=list(results))
 
@@ -92,9 +102,14 @@ async def run_code(
     if body.files or body.fetch_files:
         raise BadInput("files and fetch_files are not supported")
     memory = body.memory_limit_MB if body.memory_limit_MB and body.memory_limit_MB > 0 else None
-    result = await executor.run(
-        RunRequest(code=body.code, stdin=body.stdin, timeout_s=body.run_timeout, memory_mb=memory)
-    )
+    try:
+        request = RunRequest(
+            code=body.code, stdin=body.stdin, timeout_s=body.run_timeout, memory_mb=memory
+        )
+    except ValidationError as exc:  # their fields are looser than ours (run_timeout <= 0)
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise BadInput(f"not runnable here: {problems}") from None
+    result = await executor.run(request)
     status = {"ok": "Success", "sandbox_error": "SandboxError"}.get(result.status, "Failed")
     return SandboxFusionRunResponse(
         status=status,

@@ -25,7 +25,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from services.executor import wire
+from services.executor import replies, verdicts, wire
 
 SOLUTION_FILE = "/tmp/solution.py"
 TEST_FILE = "/tmp/test.py"
@@ -199,12 +199,10 @@ class CandidateError(Exception):
     """The candidate raised an exception that is not a builtin one."""
 
 
-class CandidateDied(BaseException):
-    """The candidate process is gone (it exited or was killed). Tests cannot catch this."""
-
-
-class NotPlainData(BaseException):
-    """The candidate returned something that is not plain data. Tests cannot catch this."""
+class CandidateFailed(BaseException):
+    """The candidate is gone (exited or killed) or sent something that is not a well-formed
+    answer (`replies`). Decided before the test code sees anything: the execution is the
+    candidate's failure even if the test code catches this, and every later call fails too."""
 
 
 @dataclass
@@ -212,52 +210,82 @@ class JudgeState:
     raised: bool = False
     memory_error: bool = False
     died: bool = False
-    error: str | None = None
+    failure: str | None = None  # why the candidate failed (`CandidateFailed`)
+    status: str | None = None  # the status a malformed reply gives: runtime_error, output_limit
+    shown_bytes: int = 0  # of the call results shown so far (`Candidate.show`)
 
 
 class Candidate:
     """The judge's end of the pipe to the candidate process."""
 
-    def __init__(self, requests_fd: int, replies_fd: int, state: JudgeState) -> None:
+    def __init__(
+        self, requests_fd: int, replies_fd: int, state: JudgeState, reply_limit: int
+    ) -> None:
         self.requests_fd = requests_fd
         self.replies_fd = replies_fd
         self.state = state
+        self.reply_limit = reply_limit
 
-    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+    def ask(self, request: dict[str, Any], question: replies.Question) -> replies.Reply:
+        """The candidate's well-formed answer; raises CandidateFailed otherwise."""
+        if self.state.failure is not None:  # caught by the tests: it stays failed
+            raise CandidateFailed(self.state.failure)
         try:
-            wire.write_frame(self.requests_fd, request)
-            reply = wire.read_frame(self.replies_fd)
+            if question != "load":
+                wire.write_frame(self.requests_fd, request)
+            reply = replies.read_reply(self.replies_fd, question, self.reply_limit)
         except OSError:
             reply = None
+        except replies.MalformedReply as exc:
+            self.fail(str(exc), exc.status)
         if reply is None:
-            self.state.died = True
-            raise CandidateDied("the program exited or was killed during a test")
-        return dict(reply)
+            self.state.died = True  # how it ended decides the status (the worker's part)
+            when = "while loading" if question == "load" else "during a test"
+            self.fail(f"the program exited or was killed {when}", None)
+        return reply
 
-    def loaded(self) -> dict[str, Any]:
-        reply = wire.read_frame(self.replies_fd)
-        if reply is None:
-            self.state.died = True
-            raise CandidateDied("the program exited while loading")
-        return dict(reply)
+    def fail(self, reason: str, status: str | None) -> NoReturn:
+        self.state.failure = self.state.failure or reason
+        self.state.status = self.state.status or status
+        raise CandidateFailed(self.state.failure)
 
-    def note_raise(self, reply: dict[str, Any]) -> tuple[str, str]:
-        """Record that the candidate raised; returns (exception type name, message)."""
-        kind, message = reply["raise"]
+    def note_raise(self, reply: replies.Raised) -> str:
+        """Record that the candidate raised; returns "<type name>: <message>"."""
         self.state.raised = True
-        self.state.memory_error |= kind == "MemoryError"
-        return kind, message
+        self.state.memory_error |= reply.kind == "MemoryError"
+        return f"{reply.kind}: {reply.message}"
 
-    def unwrap(self, reply: dict[str, Any]) -> Any:
-        if "value" in reply:
-            return wire.decode_plain(reply["value"])
-        kind, message = self.note_raise(reply)
-        if kind == "NotPlainData":
-            raise NotPlainData(message)
-        exc_type = getattr(builtins, kind, None)
+    def function(self, name: str) -> RemoteFunction:
+        reply = self.ask({"op": "get", "name": name}, "get")
+        if not isinstance(reply, replies.IsCallable):
+            raise NameError(f"the solution defines no function {name!r}")
+        return RemoteFunction(self, name)
+
+    def unwrap(self, reply: replies.Reply) -> Any:
+        """The value the candidate answered, or its exception raised here."""
+        if isinstance(reply, replies.Value):
+            return reply.value
+        if not isinstance(reply, replies.Raised):
+            self.fail("the program's answer does not fit the question", "runtime_error")
+        description = self.note_raise(reply)
+        if reply.kind == "NotPlainData":  # what it returned cannot cross: its failure
+            self.fail(f"the solution's value cannot be compared: {reply.message}", "runtime_error")
+        exc_type = getattr(builtins, reply.kind, None)
         if isinstance(exc_type, type) and issubclass(exc_type, Exception):
-            raise exc_type(message)
-        raise CandidateError(f"{kind}: {message}")
+            try:
+                exc = exc_type(reply.message)
+            except Exception:  # e.g. UnicodeDecodeError wants five arguments
+                exc = CandidateError(description)
+            raise exc
+        raise CandidateError(description)
+
+    def show(self, value: replies.Value) -> Any:
+        """What the response shows of a call's result: all of it, within a budget per
+        execution, so that the result frame stays small."""
+        if self.state.shown_bytes + value.size > self.reply_limit:
+            return f"<not shown: {value.size} bytes>"
+        self.state.shown_bytes += value.size
+        return replies.shown(value.value)
 
 
 @dataclass
@@ -281,7 +309,7 @@ class RemoteFunction:
             }
         except wire.NotPlainData as exc:
             raise TypeError(f"cannot pass to the solution: {exc}") from None
-        return self.candidate.unwrap(self.candidate.ask(request))
+        return self.candidate.unwrap(self.candidate.ask(request, "call"))
 
 
 class SolutionNames(dict[str, Any]):
@@ -295,10 +323,10 @@ class SolutionNames(dict[str, Any]):
     def __missing__(self, name: str) -> Any:
         if hasattr(builtins, name) or name.startswith("__"):
             raise KeyError(name)
-        reply = self.candidate.ask({"op": "get", "name": name})
-        if reply.get("missing"):
+        reply = self.candidate.ask({"op": "get", "name": name}, "get")
+        if isinstance(reply, replies.Missing):
             raise KeyError(name)
-        if reply.get("callable"):
+        if isinstance(reply, replies.IsCallable):
             function = RemoteFunction(self.candidate, name)
             self[name] = function
             return function
@@ -309,10 +337,7 @@ def judge_asserts(candidate: Candidate, test_code: str, entry_point: str | None)
     """Run HumanEval/MBPP-style test code; returns only if every test ran and passed."""
     names = SolutionNames(candidate, {"__name__": "__main__", "__builtins__": builtins})
     if entry_point is not None:
-        reply = candidate.ask({"op": "get", "name": entry_point})
-        if not reply.get("callable"):
-            raise NameError(f"the solution defines no function {entry_point!r}")
-        names[entry_point] = RemoteFunction(candidate, entry_point)
+        names[entry_point] = candidate.function(entry_point)
     linecache.cache[TEST_FILE] = (len(test_code), None, test_code.splitlines(True), TEST_FILE)
     exec(_compiled_tests(test_code), names)
     check = dict.get(names, "check")
@@ -327,25 +352,35 @@ def _compiled_tests(test_code: str) -> types.CodeType:
 
 
 def judge_calls(
-    candidate: Candidate, entry_point: str, cases: list[list[Any]], report_fd: int
+    candidate: Candidate,
+    entry_point: str,
+    cases: list[list[Any]],
+    tolerance: float,
+    report_fd: int,
 ) -> None:
-    """Call the solution once per case and report each outcome as soon as it is known."""
-    reply = candidate.ask({"op": "get", "name": entry_point})
-    if not reply.get("callable"):
-        raise NameError(f"the solution defines no function {entry_point!r}")
-    for index, (args, kwargs) in enumerate(cases):
+    """Call the solution once per case, compare its result with the expected value here, in
+    the sandbox (the service never decodes what a program returned), and report each outcome
+    as soon as it is known."""
+    candidate.function(entry_point)
+    for index, (args, kwargs, expected) in enumerate(cases):
         request = {"op": "call", "name": entry_point, "args": args, "kwargs": kwargs}
-        answer = candidate.ask(request)
-        if "value" in answer:
-            wire.write_frame(report_fd, {"case": index, "value": answer["value"]})
+        reply = candidate.ask(request, "call")
+        if isinstance(reply, replies.Value):
+            passed = verdicts.values_equal(reply.value, expected, tolerance)
+            report = {"case": index, "passed": passed, "actual": candidate.show(reply)}
+        elif isinstance(reply, replies.Raised):
+            report = {"case": index, "error": candidate.note_raise(reply)}
         else:
-            kind, message = candidate.note_raise(answer)
-            wire.write_frame(report_fd, {"case": index, "error": f"{kind}: {message}"})
+            candidate.fail("the program's answer does not fit the question", "runtime_error")
+        wire.write_frame(report_fd, report)
 
 
 def describe_failure(exc: BaseException) -> str:
-    lines = traceback.format_exception_only(type(exc), exc)
-    return "".join(lines).strip()[:4000]
+    try:
+        lines = traceback.format_exception_only(type(exc), exc)
+    except Exception:  # an exception whose str() fails (a test's own class, say)
+        lines = [type(exc).__name__]
+    return replies.printable("".join(lines).strip()[:4000])
 
 
 def serve_judge(channel: socket.socket) -> NoReturn:
@@ -359,7 +394,7 @@ def serve_judge(channel: socket.socket) -> NoReturn:
         requests_w, replies_r = fds
         try:
             job = wire.read_frame(fd)
-            candidate = Candidate(requests_w, replies_r, JudgeState())
+            candidate = Candidate(requests_w, replies_r, JudgeState(), job["reply_limit_bytes"])
             done = judge(candidate, job, fd)
         finally:
             os.close(requests_w)
@@ -372,20 +407,21 @@ def judge(candidate: Candidate, job: dict[str, Any], report_fd: int) -> dict[str
     state = candidate.state
     completed, error = False, None
     try:
-        loaded = candidate.loaded()
-        if not loaded["loaded"]:
-            state.raised = True
-            kind, message = loaded["raise"]
-            state.memory_error = kind == "MemoryError"
-            error = f"{kind}: {message}"
+        loaded = candidate.ask({}, "load")
+        if isinstance(loaded, replies.Raised):
+            error = candidate.note_raise(loaded)
         elif "test_code" in job:
             judge_asserts(candidate, job["test_code"], job.get("entry_point"))
             completed = True
         else:
-            judge_calls(candidate, job["entry_point"], job["cases"], report_fd)
+            judge_calls(
+                candidate, job["entry_point"], job["cases"], job["float_tolerance"], report_fd
+            )
             completed = True
     except BaseException as exc:  # the tests' own SystemExit included: a job ends, not us
         error = describe_failure(exc)
+    if state.failure is not None:  # whatever the tests made of it
+        completed, error = False, replies.printable(state.failure)
     return {
         "done": True,
         "completed": completed,
@@ -393,4 +429,5 @@ def judge(candidate: Candidate, job: dict[str, Any], report_fd: int) -> dict[str
         "raised": state.raised,
         "memory_error": state.memory_error,
         "died": state.died,
+        "status": state.status,
     }

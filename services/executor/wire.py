@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
+import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 MAX_FRAME = 256 * 1024 * 1024
@@ -115,67 +118,149 @@ def read_frame(fd: int) -> Any:
     return json.loads(payload)
 
 
-def encode_plain(value: Any, depth: int = 0) -> Any:
-    """A JSON-able tagged form of `value`; NotPlainData if any part is not plain data."""
-    if depth > 100:
-        raise NotPlainData("value nested more than 100 levels deep")
+MAX_DEPTH = 100
+_HEX_INT = re.compile(r"-?0x[0-9a-f]+")
+_SPECIAL_FLOATS = ("nan", "inf", "-inf")
+
+
+class MalformedPlainData(ValueError):
+    """Data that `encode_plain` cannot have produced."""
+
+
+def encode_plain(value: Any) -> Any:
+    """A JSON-able tagged form of `value`; NotPlainData if any part is not plain data (or
+    the value is nested deeper than MAX_DEPTH)."""
+    try:
+        return _encode(value, 0)
+    except RecursionError:  # a program that lowered its own recursion limit
+        raise NotPlainData("value nested too deep to encode") from None
+
+
+def _encode(value: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise NotPlainData(f"value nested more than {MAX_DEPTH} levels deep")
     t = type(value)
     if value is None or t is bool or t is str:
         return value
     if t is int:
-        return value if -(2**53) < value < 2**53 else {"int": str(value)}
+        # Hex, not decimal: int <-> str in base 10 is refused beyond 4300 digits (and slow).
+        return value if -(2**53) < value < 2**53 else {"int": hex(value)}
     if t is float:
-        return (
-            value
-            if value == value and value not in (float("inf"), float("-inf"))
-            else {"float": repr(value)}
-        )
+        return value if math.isfinite(value) else {"float": repr(value)}
     if t is list:
-        return [encode_plain(v, depth + 1) for v in value]
+        return [_encode(v, depth + 1) for v in value]
     if t is tuple:
-        return {"tuple": [encode_plain(v, depth + 1) for v in value]}
+        return {"tuple": [_encode(v, depth + 1) for v in value]}
     if t is dict:
-        return {
-            "dict": [
-                [encode_plain(k, depth + 1), encode_plain(v, depth + 1)] for k, v in value.items()
-            ]
-        }
+        return {"dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
     if t is set or t is frozenset:
-        items = [encode_plain(v, depth + 1) for v in value]
-        return {"set" if t is set else "frozenset": items}
+        return {"set" if t is set else "frozenset": [_encode(v, depth + 1) for v in value]}
     if t is bytes:
         return {"bytes": base64.b64encode(value).decode()}
     if t is complex:
-        return {"complex": [value.real, value.imag]}
+        return {"complex": [_encode(value.real, depth + 1), _encode(value.imag, depth + 1)]}
     raise NotPlainData(f"a value of type {t.__module__}.{t.__qualname__} is not plain data")
 
 
 def decode_plain(data: Any) -> Any:
-    if data is None or isinstance(data, bool | int | float | str):
+    """Fresh builtin values from what `encode_plain` produced; MalformedPlainData for
+    anything else (unknown or misshapen tags, non-finite raw floats, unhashable set members
+    or keys, nesting beyond MAX_DEPTH). Never calls code of the data's choosing."""
+    try:
+        return _decode(data, 0)
+    except RecursionError:
+        raise MalformedPlainData("value nested too deep") from None
+
+
+def _decode(data: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise MalformedPlainData(f"value nested more than {MAX_DEPTH} levels deep")
+    t = type(data)
+    if data is None or t is bool or t is str or t is int:
         return data
-    if isinstance(data, list):
-        return [decode_plain(v) for v in data]
-    if not isinstance(data, dict) or len(data) != 1:
-        raise ValueError("malformed plain-data value")
+    if t is float:
+        if not math.isfinite(data):
+            raise MalformedPlainData("a raw float that is not finite")
+        return data
+    if t is list:
+        return [_decode(v, depth + 1) for v in data]
+    if t is not dict or len(data) != 1:
+        raise MalformedPlainData(f"expected a value, got {_kind(data)}")
     ((tag, inner),) = data.items()
-    if tag == "int":
-        return int(inner)
-    if tag == "float":
-        return float(inner)
-    if tag == "tuple":
-        return tuple(decode_plain(v) for v in inner)
-    if tag == "dict":
-        return {_hashable(decode_plain(k)): decode_plain(v) for k, v in inner}
-    if tag in ("set", "frozenset"):
-        items = {_hashable(decode_plain(v)) for v in inner}
-        return items if tag == "set" else frozenset(items)
-    if tag == "bytes":
-        return base64.b64decode(inner)
-    if tag == "complex":
-        return complex(inner[0], inner[1])
-    raise ValueError(f"unknown plain-data tag {tag!r}")
+    decoder = _TAGGED.get(tag)
+    if decoder is None:
+        raise MalformedPlainData(f"unknown tag {str(tag)[:40]!r}")
+    return decoder(inner, depth + 1)
+
+
+def _items(inner: Any, depth: int) -> list[Any]:
+    if type(inner) is not list:
+        raise MalformedPlainData(f"expected a list of items, got {_kind(inner)}")
+    return [_decode(v, depth) for v in inner]
 
 
 def _hashable(value: Any) -> Any:
-    hash(value)  # a list key would otherwise fail later, far from here
+    try:
+        hash(value)
+    except TypeError:
+        raise MalformedPlainData(f"an unhashable {_kind(value)} as a key or set member") from None
     return value
+
+
+def _int(inner: Any, depth: int) -> int:
+    if type(inner) is not str or not _HEX_INT.fullmatch(inner):
+        raise MalformedPlainData("an int tag that is not a hex string")
+    return int(inner, 16)
+
+
+def _float(inner: Any, depth: int) -> float:
+    if inner not in _SPECIAL_FLOATS:
+        raise MalformedPlainData("a float tag that is not nan, inf or -inf")
+    return float(inner)
+
+
+def _dict(inner: Any, depth: int) -> dict[Any, Any]:
+    if type(inner) is not list:
+        raise MalformedPlainData(f"expected a list of pairs, got {_kind(inner)}")
+    result = {}
+    for pair in inner:
+        if type(pair) is not list or len(pair) != 2:
+            raise MalformedPlainData("a dict item that is not a [key, value] pair")
+        result[_hashable(_decode(pair[0], depth))] = _decode(pair[1], depth)
+    return result
+
+
+def _set(inner: Any, depth: int) -> set[Any]:
+    return {_hashable(v) for v in _items(inner, depth)}
+
+
+def _bytes(inner: Any, depth: int) -> bytes:
+    if type(inner) is not str:
+        raise MalformedPlainData("a bytes tag that is not a string")
+    try:
+        return base64.b64decode(inner.encode("ascii"), validate=True)
+    except ValueError:  # binascii.Error and non-ASCII text alike
+        raise MalformedPlainData("a bytes tag that is not base64") from None
+
+
+def _complex(inner: Any, depth: int) -> complex:
+    parts = _items(inner, depth)
+    if len(parts) != 2 or not all(type(p) is float for p in parts):
+        raise MalformedPlainData("a complex tag that is not two floats")
+    return complex(parts[0], parts[1])
+
+
+_TAGGED: dict[Any, Callable[[Any, int], Any]] = {
+    "int": _int,
+    "float": _float,
+    "tuple": lambda inner, depth: tuple(_items(inner, depth)),
+    "dict": _dict,
+    "set": _set,
+    "frozenset": lambda inner, depth: frozenset(_set(inner, depth)),
+    "bytes": _bytes,
+    "complex": _complex,
+}
+
+
+def _kind(data: Any) -> str:
+    return type(data).__name__

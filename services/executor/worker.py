@@ -305,6 +305,8 @@ def _program_status(
 def _judged_status(
     done: dict[str, Any], out: Outcome, cpu_limit: float, stderr: str, memory_mb: int
 ) -> tuple[str, int]:
+    if done.get("status"):  # the judge refused a reply of the candidate's (`replies`)
+        return str(done["status"]), 1
     if done["died"] and os.WIFSIGNALED(out.wait_status):
         sig = os.WTERMSIG(out.wait_status)
         if _cpu_exhausted(sig, out.cpu_s, cpu_limit):

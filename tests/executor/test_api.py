@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from contracts.errors import Overloaded
 from services.executor.pool import Pool
 from services.executor.settings import ExecutorSettings
+from tests.bodies import fuzzed
 from tests.contained import ContainedExecutor
 
 pytestmark = pytest.mark.slow
@@ -75,6 +79,26 @@ def test_batch_keeps_order_and_accepts_empty(contained_executor: ContainedExecut
     assert [r["passed"] for r in results] == [k == 2 for k in range(6)]
 
 
+def test_a_batch_is_checked_whole_before_anything_runs(
+    contained_executor: ContainedExecutor,
+) -> None:
+    good = {"code": "def f(x):\n    return x * 2\n", "tests": GOOD_TESTS}
+    for bad, fragment in [
+        ({**good, "timeout_s": 1e6}, "items[1]: timeout_s must be at most"),
+        ({**good, "code": "#" * (2 << 20)}, "items[1]: code is larger than"),
+        (
+            {**good, "tests": {**GOOD_TESTS, "cases": [{"args": [1], "expected": 1}] * 5000}},
+            "items[1]: at most",
+        ),
+    ]:
+        response = httpx.post(
+            f"{contained_executor.url}/v1/evaluate/batch",
+            json={"items": [good, bad, good]},
+            timeout=60,
+        )
+        assert response.status_code in (413, 422) and fragment in response.text, response.text
+
+
 def test_identical_submissions_come_from_the_cache(contained_executor: ContainedExecutor) -> None:
     body = {
         "code": "import random\ndef f(x):\n    return x * 2\n# " + str(id(object())),
@@ -122,6 +146,34 @@ def test_stdio_compare_modes_and_stop_on_first_failure(
     ]
 
 
+def test_large_outputs_are_compared_off_the_event_loop(
+    contained_executor: ContainedExecutor,
+) -> None:
+    """Six cases of 70,000 floats each (~0.9 MB): comparing them is seconds of Python work,
+    during which /healthz must still answer promptly."""
+    code = "n = int(input())\nprint(' '.join(f'{i / 7:.7f}' for i in range(n)))\n"
+    expected = " ".join(f"{i / 7:.6f}" for i in range(70_000))
+    tests = {"kind": "stdio", "cases": [{"stdin": "70000", "expected_stdout": expected}] * 6}
+
+    async def main() -> tuple[httpx.Response, float]:
+        async with httpx.AsyncClient(base_url=contained_executor.url, timeout=120) as client:
+            evaluation = asyncio.create_task(
+                client.post("/v1/evaluate", json={"code": code, "tests": tests})
+            )
+            worst = 0.0
+            while not evaluation.done():
+                start = time.monotonic()
+                assert (await client.get("/healthz")).status_code == 200
+                worst = max(worst, time.monotonic() - start)
+                await asyncio.sleep(0.05)
+            return await evaluation, worst
+
+    response, worst = asyncio.run(main())
+    assert response.status_code == 200
+    assert response.json()["passed"], response.json()["cases"][0]["error"]
+    assert worst < 1.0, f"/healthz took {worst:.2f} s while outputs were compared"
+
+
 def test_judged_candidates_run_on_their_judges_cpu(contained_executor: ContainedExecutor) -> None:
     cpus = sorted(os.sched_getaffinity(0))  # the service inherited this test's CPUs
     code = "import os\ndef f():\n    return sorted(os.sched_getaffinity(0))\n"
@@ -140,6 +192,121 @@ def test_judged_candidates_run_on_their_judges_cpu(contained_executor: Contained
         timeout=30,
     ).json()
     assert run["stdout"] == f"{cpus}\n"
+
+
+ODD_VALUES = {
+    "null": "null",
+    "negative": "-1",
+    "zero": "0",
+    "huge_int": "1" + "0" * 40,
+    "huge_float": "1.7e308",
+    "tiny_float": "5e-324",
+    "empty_text": '""',
+    "text": '"x"',
+    "empty_list": "[]",
+    "empty_object": "{}",
+    "true": "true",
+    "nan_text": '"nan"',
+    "deep": "[" * 500 + "]" * 500,
+}
+FUZZED_BODIES = {
+    "/v1/run": {"code": "print(1)", "stdin": "", "timeout_s": 5, "memory_mb": 128},
+    "/v1/evaluate": {
+        "code": "def f(x):\n    return x * 2\n",
+        "timeout_s": 5,
+        "tests": {
+            "kind": "call",
+            "entry_point": "f",
+            "cases": [{"args": [2], "kwargs": {}, "expected": 4}],
+            "float_tolerance": 0.5,
+        },
+        "stop_on_first_failure": False,
+    },
+    "/v1/evaluate/batch": {
+        "items": [
+            {
+                "code": "print(input())",
+                "timeout_s": 5,
+                "tests": {
+                    "kind": "stdio",
+                    "cases": [{"stdin": "1", "expected_stdout": "1"}],
+                    "compare": "tolerant",
+                },
+            },
+            {
+                "code": "def f(): pass",
+                "tests": {"kind": "assert", "code": "assert True", "entry_point": "f"},
+            },
+        ]
+    },
+    "/run_code": {
+        "code": "print(1)",
+        "language": "python",
+        "run_timeout": 5,
+        "memory_limit_MB": 128,
+        "stdin": "",
+        "files": {},
+    },
+}
+
+
+@pytest.mark.parametrize("path", list(FUZZED_BODIES))
+def test_odd_values_anywhere_never_give_a_500(
+    contained_executor: ContainedExecutor, path: str
+) -> None:
+    """Each leaf of a valid request replaced in turn by odd but valid JSON: a 2xx or a
+    clear 4xx, never a 500 (what each should be is the other tests' business)."""
+    variants = fuzzed(FUZZED_BODIES[path], ODD_VALUES)
+    with httpx.Client(base_url=contained_executor.url, timeout=60) as client:
+        for name, content in variants:
+            response = client.post(
+                path, content=content, headers={"content-type": "application/json"}
+            )
+            assert response.status_code in (200, 413, 422), (name, response.text[:300])
+            assert response.json() is not None
+    assert httpx.get(f"{contained_executor.url}/readyz").status_code == 200
+
+
+def _worker_pids(executor: ContainedExecutor) -> set[int]:
+    """The service's worker processes: its children running services.executor.worker (their
+    own children, forked from them, share the command line)."""
+    commands, parents = {}, {}
+    for pid in executor.processes():
+        try:
+            commands[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+    return {
+        pid
+        for pid, command in commands.items()
+        if b"services.executor.worker" in command
+        and b"services.executor.worker" not in commands.get(parents.get(pid, 0), b"")
+    }
+
+
+def test_dead_workers_are_replaced_and_readyz_says_so_meanwhile(
+    contained_executor: ContainedExecutor,
+) -> None:
+    url = contained_executor.url
+    workers = _worker_pids(contained_executor)
+    assert len(workers) == 3
+    for pid in workers:  # killed from outside, idle: no job would ever notice
+        os.kill(pid, signal.SIGKILL)
+    seen = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        seen.append(httpx.get(f"{url}/readyz").status_code)
+        alive = _worker_pids(contained_executor)
+        if seen[-1] == 200 and len(alive) == 3 and not alive & workers:
+            break
+        time.sleep(0.02)
+    assert seen[-1] == 200 and 503 in seen, seen[-20:]
+    ok = httpx.post(
+        f"{url}/v1/evaluate", json={"code": "def f(x):\n    return x * 2\n", "tests": GOOD_TESTS}
+    )
+    assert ok.json()["passed"], ok.text
 
 
 async def test_a_full_queue_answers_overloaded_at_once() -> None:

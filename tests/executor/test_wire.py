@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -69,3 +70,31 @@ def test_frames_survive_a_pipe() -> None:
     assert wire.read_frame(r) == {"x": [1, 2]}
     assert wire.read_frame(r) == "second"
     assert wire.read_frame(r) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [10**5000, -(10**5000), 2**53, -(2**53), complex(math.inf, -math.inf), {10**5000: (10**4400,)}],
+    ids=["huge", "minus_huge", "2**53", "-2**53", "complex_inf", "huge_key"],
+)
+def test_big_ints_and_special_parts_round_trip(value: object) -> None:
+    # Big ints travel in hex: no str-digits limit applies, and the frame is plain JSON.
+    encoded = wire.encode_plain(value)
+    frame = wire.encode_frame(encoded)
+    assert b"NaN" not in frame and b"Infinity" not in frame
+    assert wire.decode_plain(json.loads(frame[wire.HEADER_BYTES :])) == value
+
+
+def test_encoding_never_fails_with_anything_but_not_plain_data() -> None:
+    import sys
+
+    limit = sys.getrecursionlimit()
+    value: list[object] = []
+    for _ in range(50):
+        value = [value]
+    sys.setrecursionlimit(60)  # as a program might
+    try:
+        with pytest.raises(wire.NotPlainData):
+            wire.encode_plain(value)
+    finally:
+        sys.setrecursionlimit(limit)

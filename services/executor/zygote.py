@@ -14,7 +14,8 @@ process with the signal semantics of any program (`os.kill(os.getpid(), SIGKILL)
 `raise_signal(SIGTERM)` end it), and it is still the worker's child (CLONE_PARENT), so the
 worker gets its exact wait status and resource usage. When a candidate is gone the worker asks
 the reaper to sweep: kill(-1) from a namespace's init kills every other process in it, so
-nothing an execution started outlives it (the next candidate is forked only after that).
+nothing an execution started outlives it (the next candidate is forked only after that), and
+the namespace's pid counter is reset, so every candidate is pid 2.
 
 Two kinds of sandbox, both in fresh mount, IPC and UTS namespaces (`jail.enter_sandbox`):
 
@@ -285,22 +286,40 @@ def _start_judge_factory(
 
 
 def _start_reaper(channel: socket.socket) -> None:
-    """Make the candidates' pid namespace and its init, the reaper (the first child)."""
-    linux.unshare(linux.CLONE_NEWPID)
+    """Make the candidates' pid namespace, its init, the reaper (the first child), and the
+    /proc every candidate sees: that namespace's, mounted once, in a mount namespace of the
+    zygote's own (each candidate's is a copy of it)."""
+    linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWPID)
+    mounted_r, mounted_w = os.pipe()
     if linux.fork_into_namespaces(0) == 0:
-        _reaper_main(channel)
+        os.close(mounted_r)
+        _reaper_main(channel, mounted_w)
+    os.close(mounted_w)
+    mounted = os.read(mounted_r, 1)
+    os.close(mounted_r)
     channel.close()
+    if not mounted:
+        raise OSError("the reaper could not mount the candidates' /proc")
 
 
-def _reaper_main(channel: socket.socket) -> NoReturn:
-    """Pid 1 of the candidates' namespace: reaps orphans, sweeps when the worker asks."""
+def _reaper_main(channel: socket.socket, mounted: int) -> NoReturn:
+    """Pid 1 of the candidates' namespace: reaps orphans, sweeps when the worker asks.
+
+    It keeps its capabilities (in the worker's user namespace) for one reason: to reset the
+    namespace's pid counter after each sweep, so that every candidate is pid 2. Otherwise the
+    counter would be state an execution leaves to the next: fork k times, and the next
+    candidate's pid tells k. A candidate cannot reach it (init: no signal from inside takes
+    effect without its consent; non-dumpable; ptrace refused)."""
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # with the zygote
         linux.set_process_name(_NAMES["reaper"])
-        runner.close_fds_except((channel.fileno(),))
-        linux.clear_capabilities()
+        jail.mount_proc()  # procfs shows the pid namespace of whoever mounts it: ours
+        os.write(mounted, b"m")
+        last_pid = os.open("/proc/sys/kernel/ns_last_pid", os.O_WRONLY)
+        runner.close_fds_except((channel.fileno(), last_pid))
         while channel.recv(1):
             _sweep()
+            os.pwrite(last_pid, b"1", 0)
             channel.send(_SWEPT)
     finally:
         os._exit(0)
@@ -370,7 +389,7 @@ def _enter(config: SandboxConfig, role: str) -> None:
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     linux.set_process_name(_NAMES[role])
     if config.isolated:
-        jail.enter_sandbox(config.scratch_mb)
+        jail.enter_sandbox(config.scratch_mb, own_proc=role == "judge")
     # Own session: kill(0, ...) inside reaches only this sandbox's processes.
     os.setsid()
 

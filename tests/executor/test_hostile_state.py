@@ -256,6 +256,18 @@ CHANNELS = [
         """),
     ),
     Channel(
+        "pid_counter",  # the next candidate's pid would tell how many processes were made
+        LIBC
+        + src("""
+        for _ in range(37):
+            if os.fork() == 0:
+                os._exit(0)
+            os.wait()
+        print("stored", flush=True)
+        """),
+        LIBC + 'print("absent" if os.getpid() == 2 else f"found pid {os.getpid()}")\n',
+    ),
+    Channel(
         "hostname",
         LIBC
         + src("""

@@ -68,7 +68,10 @@ class MemoryCgroup:
 def create() -> MemoryCgroup | None:
     """A fresh memory cgroup for this worker under the service's own, or None where the
     controller is absent or not writable (rlimits are then the only memory wall)."""
-    found = _own_memory_cgroup()
+    try:
+        found = _own_memory_cgroup()
+    except (OSError, ValueError):
+        return None
     if found is None:
         return None
     version, base = found
@@ -100,7 +103,7 @@ def create() -> MemoryCgroup | None:
             _open(path, "memory.memsw.limit_in_bytes", os.O_WRONLY, optional=True),
             _open(path, "memory.oom_control", os.O_RDONLY),
         )
-    except OSError:
+    except (OSError, ValueError, StopIteration):  # unwritable, or a layout we do not know
         return None
 
 

@@ -108,7 +108,6 @@ class Worker:
             outcome.oom_killed = oom_kills > self.oom_kills
             outcome.memory_accounted = True
             self.oom_kills = oom_kills
-        self.zygote.order_candidate()  # forked while this result goes out
         return _result(job, outcome, wall, isolated=self.isolated)
 
     # -- the judge ------------------------------------------------------------------------
@@ -181,7 +180,8 @@ class Worker:
                 if fd == pidfd:
                     exited = True
                     poller.unregister(fd)
-                    # What it started dies with it: no daemon holds its pipes or outlives it.
+                    # What it started dies with it: no daemon holds its pipes or outlives
+                    # it, and the next candidate is forked only after that.
                     self.zygote.sweep()
                 elif fd == sb.stdin_w:
                     stdin = self._feed(fd, stdin)
@@ -409,6 +409,7 @@ def main() -> None:
         if program is None or tests is None:
             break
         wire.write_frame(1, worker.execute(job, program, tests))
+        zygote.order_candidate()  # once the sweep is over; forked while the result goes out
     worker.drop_judge()
     zygote.close()
 

@@ -102,6 +102,7 @@ class Zygote:
         self.control = control
         self.reaper = reaper  # None without namespaces (weak isolation)
         self._ordered = False
+        self._sweeping = False
 
     @classmethod
     def start(cls, config: SandboxConfig) -> Zygote:
@@ -124,20 +125,30 @@ class Zygote:
         return cls(pid, ours, reaper_ours)
 
     def sweep(self) -> None:
-        """Kill every process left in the candidates' pid namespace, and return once they are
-        all reaped. Call it only when the candidate is dead and before the next is forked."""
-        if self.reaper is None:
-            return
-        try:
-            self.reaper.send(_SWEEP)
-            answer = self.reaper.recv(1)
-        except OSError:
-            answer = b""
-        if answer != _SWEPT:
-            raise ZygoteFailed("the sandboxes' reaper is gone")
+        """Have the reaper kill every process left in the candidates' pid namespace. Call it
+        once the candidate is dead; it runs while the worker finishes the result, and the
+        next candidate is forked only once it is over (`order_candidate` waits for it)."""
+        if self.reaper is not None and not self._sweeping:
+            try:
+                self.reaper.send(_SWEEP)
+            except OSError as exc:
+                raise ZygoteFailed("the sandboxes' reaper is gone") from exc
+            self._sweeping = True
+
+    def _swept(self) -> None:
+        if self._sweeping:
+            assert self.reaper is not None
+            self._sweeping = False
+            try:
+                answer = self.reaper.recv(1)
+            except OSError:
+                answer = b""
+            if answer != _SWEPT:
+                raise ZygoteFailed("the sandboxes' reaper is gone")
 
     def order_candidate(self) -> None:
         """Have the next candidate forked now, while the worker does something else."""
+        self._swept()
         if not self._ordered:
             self._send(_CANDIDATE)
             self._ordered = True
@@ -172,6 +183,7 @@ class Zygote:
 
     def close(self) -> None:
         """Stop the zygote; a candidate on order is taken and told there is no job."""
+        self._swept()
         if self._ordered:
             try:
                 sandbox = self.candidate()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import signal
+import socket
 import struct
 
 from services.executor import linux
@@ -176,6 +177,7 @@ NR = {
     "memfd_secret": 447,
     "process_mrelease": 448,
     "kill": 62,
+    "socket": 41,
     "clone": 56,
     "mmap": 9,
     "mremap": 25,
@@ -250,6 +252,18 @@ def kernel_surface() -> list[Instruction]:
             _ld(_arg_lo(1)),
             (_JEQ, 0, 1, sigsys),
             _ret(_EPERM),
+            _ret(_ALLOW),
+        ],
+    )
+    # Socket families: local and IP ones only (the network namespace has no route anyway);
+    # AF_ALG, AF_VSOCK, AF_TIPC, AF_RDS and the like are kernel surface with no use here.
+    allowed = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)
+    rules += _when(
+        NR["socket"],
+        [
+            _ld(_arg_lo(0)),
+            *((_JEQ, len(allowed) - i, 0, int(family)) for i, family in enumerate(allowed)),
+            _ret(_ERRNO | errno.EAFNOSUPPORT),
             _ret(_ALLOW),
         ],
     )

@@ -281,6 +281,7 @@ def _start_judge_factory(
             control.close()
             reaper.close()
             ours.close()
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # with the worker
             linux.set_process_name(_NAMES["judges"])
             while theirs.recv(1):
                 try:

@@ -108,6 +108,7 @@ CASES = [
         t = threading.Thread(target=grab); t.start(); t.join()
         raise MemoryError"""),
         {"memory_limit", "runtime_error"},
+        memory_mb=128,  # reached with less work: a loaded machine must not turn it into timeout
     ),
     # -- processes ----------------------------------------------------------------------
     Case(

@@ -10,16 +10,17 @@ cheap enough to prepare ahead of each request:
   It also gets an empty network namespace of its own.
 * `prepare_sandboxes` (once, in the zygote that forks sandboxes): empty the capability
   bounding set, and set no_new_privs and non-dumpable, which every sandbox inherits.
-* `enter_sandbox` (per execution, in a process cloned into new pid, mount, IPC and UTS
-  namespaces): mount a fresh /proc (only this execution's processes) and a size-capped tmpfs
-  scratch directory at /tmp, then drop every capability, so nothing it runs can ever regain
-  one. Its uid is the worker namespace's 0, which is the host's `nobody` (or the service's
-  own uid when that is not root).
+* `enter_sandbox` (per execution, in a process cloned into new mount, IPC and UTS
+  namespaces): mount a size-capped tmpfs scratch directory at /tmp (and, for a judge, in a
+  pid namespace of its own, a fresh /proc), then drop every capability, so nothing it runs
+  can ever regain one. Its uid is the worker namespace's 0, which is the host's `nobody` (or
+  the service's own uid when that is not root).
 
-The user and network namespaces are per worker rather than per execution (creating and
-destroying them is most of the cost of a sandbox). A worker runs one execution at a time and
-every process of an execution is dead before the next one starts, so two executions never
-share them at the same time and nothing of one can be left for the next.
+The user, network and (for candidates) pid namespaces are per worker rather than per
+execution (creating and destroying them is most of the cost of a sandbox). A worker runs one
+execution at a time and every process of an execution is dead before the next one starts, so
+two executions never share them at the same time and nothing of one can be left for the next
+(the pid counter included: `zygote` resets it).
 """
 
 from __future__ import annotations
@@ -164,9 +165,17 @@ def prepare_sandboxes() -> None:
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def enter_sandbox(scratch_mb: int) -> None:
-    """Called in a process just cloned into new pid, mount, IPC and UTS namespaces."""
+def mount_proc() -> None:
+    """A procfs of the caller's pid namespace over /proc (of its mount namespace)."""
     linux.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def enter_sandbox(scratch_mb: int, *, own_proc: bool) -> None:
+    """Called in a process just cloned into new mount, IPC and UTS namespaces (and a pid
+    namespace of its own if `own_proc`: then it mounts that namespace's /proc; candidates
+    share their worker's pid namespace, whose /proc their zygote had mounted once)."""
+    if own_proc:
+        mount_proc()
     linux.mount(
         "tmpfs",
         "/tmp",

@@ -39,6 +39,8 @@ CAP_LAST_CAP = 40  # kernels up to 6.x; dropping an unknown cap just fails with 
 _SYS_CLONE = 56  # x86-64
 _SYS_PIVOT_ROOT = 155
 _SYS_CAPSET = 126
+_SYS_SECCOMP = 317
+_SECCOMP_SET_MODE_FILTER = 1
 _SIGCHLD = 17
 
 
@@ -54,7 +56,7 @@ def unshare(flags: int) -> None:
 
 
 def fork_into_namespaces(flags: int) -> int:
-    """fork(), but the child starts in new namespaces (it is pid 1 of a new pid namespace).
+    """fork(), but the child starts in the new namespaces `flags` asks for.
 
     For a single-threaded process with no `os.register_at_fork` hooks (the zygote) only: it
     skips CPython's before/after-fork hooks, which have nothing to repair there, and which,
@@ -146,3 +148,19 @@ def write_id_maps(pid: str, inside: int, outside_uid: int, outside_gid: int) -> 
         f.write(f"{inside} {outside_uid} 1")
     with open(f"/proc/{pid}/gid_map", "w") as f:
         f.write(f"{inside} {outside_gid} 1")
+
+
+class SockFprog(ctypes.Structure):
+    """struct sock_fprog: a BPF program for `seccomp_set_filter`."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: SockFprog) -> None:
+    """Add a seccomp filter to this thread (inherited by every child; never removable).
+    Needs no_new_privs (or CAP_SYS_ADMIN)."""
+    _check(
+        _libc.syscall(
+            _SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, ctypes.c_ulong(0), ctypes.byref(program)
+        )
+    )

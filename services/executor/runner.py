@@ -39,13 +39,19 @@ class Limits:
     fsize_mb: int
     nofile: int
 
-    def apply(self) -> None:
-        """Hard limits (soft = hard), so the program cannot raise them again."""
+    def apply(self, *, cgroup_first: bool) -> None:
+        """Hard limits (soft = hard), so the program cannot raise them again.
+
+        With a memory cgroup (`cgroup_first`) RLIMIT_AS is the second wall, set well above
+        memory_mb: Python maps address space it never touches, and a program that really uses
+        its memory must meet the cgroup's limit (a kernel fact: `memory_limit`) first, not a
+        MemoryError it could as well have raised itself."""
         cpu = max(1, int(self.cpu_s + 0.999))
         # The kernel sends SIGXCPU at the soft limit and SIGKILL at the hard one.
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         mem = self.memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        address_space = 2 * mem + (256 << 20) if cgroup_first else mem
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
         # glibc sizes thread stacks from RLIMIT_STACK: keep it small so threads stay cheap.
         stack = min(16, self.memory_mb // 8) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_STACK, (stack, stack))

@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.executor import jail, linux, wire
+from services.executor import cgroup, jail, linux, wire
+from services.executor.cgroup import MemoryCgroup
 from services.executor.zygote import (
-    SANDBOX_FAILURE,
+    STARTED,
     CandidateSandbox,
     JudgeSandbox,
     SandboxConfig,
@@ -70,16 +71,26 @@ class Outcome:
     wait_status: int = 0
     cpu_s: float = 0.0
     maxrss_kb: int = 0
+    # Facts the program cannot forge, which its status is read from:
+    started: bool = False  # its sandbox's set-up finished (`zygote.STARTED` came first)
+    oom_killed: bool = False  # the memory cgroup killed one of its processes
+    memory_accounted: bool = False  # a memory cgroup watched it (else: rlimits only)
 
 
 class Worker:
-    def __init__(self, zygote: Zygote, *, isolated: bool) -> None:
+    def __init__(
+        self, zygote: Zygote, *, isolated: bool, memory: MemoryCgroup | None = None
+    ) -> None:
         self.zygote = zygote
         self.isolated = isolated
+        self.memory = memory
+        self.oom_kills = memory.oom_kills() if memory is not None else 0
         self.judge: JudgeSandbox | None = None
 
     def execute(self, job: dict[str, Any], program: bytearray, tests: bytearray) -> dict[str, Any]:
         sandbox = self.zygote.candidate()
+        if self.memory is not None:
+            self.memory.set_limit(int(job["limits"]["memory_mb"]) << 20)
         started = time.monotonic()
         try:
             wire.write_all(sandbox.job_w, program)
@@ -92,8 +103,12 @@ class Worker:
         os.close(sandbox.replies_r)
         outcome = self._supervise(sandbox, judge, job, started)
         wall = time.monotonic() - started
-        self.zygote.order_candidate()  # forked while this result goes out
-        return _result(job, outcome, wall)
+        if self.memory is not None:
+            oom_kills = self.memory.oom_kills()
+            outcome.oom_killed = oom_kills > self.oom_kills
+            outcome.memory_accounted = True
+            self.oom_kills = oom_kills
+        return _result(job, outcome, wall, isolated=self.isolated)
 
     # -- the judge ------------------------------------------------------------------------
 
@@ -165,6 +180,9 @@ class Worker:
                 if fd == pidfd:
                     exited = True
                     poller.unregister(fd)
+                    # What it started dies with it: no daemon holds its pipes or outlives
+                    # it, and the next candidate is forked only after that.
+                    self.zygote.sweep()
                 elif fd == sb.stdin_w:
                     stdin = self._feed(fd, stdin)
                     if not stdin:
@@ -212,13 +230,17 @@ class Worker:
             del readers[fd]
             return
         buffer = readers[fd]
+        if buffer is out.stdout and not out.started and chunk[:1] == STARTED:
+            out.started = True
+            chunk = chunk[1:]
         buffer += chunk
         if len(buffer) > cap and out.killed_for is None:
             out.killed_for = "output_limit"
             self._kill(pid)
 
     def _kill(self, pid: int) -> None:
-        # With namespaces, pid is the sandbox's init: the kernel then kills everything inside.
+        # With namespaces, what the candidate started is swept once it is dead (`_supervise`),
+        # and a judge is its namespace's init: the kernel then kills everything inside.
         # Without, the best we can do is its process group (daemons that setsid escape it).
         try:
             if self.isolated:
@@ -238,16 +260,15 @@ class Worker:
             return memoryview(b"")
 
 
-def _result(job: dict[str, Any], out: Outcome, wall: float) -> dict[str, Any]:
+def _result(job: dict[str, Any], out: Outcome, wall: float, *, isolated: bool) -> dict[str, Any]:
     stdout = out.stdout[: int(job["output_limit_bytes"])].decode("utf-8", "replace")
     stderr = out.stderr[: int(job["output_limit_bytes"])].decode("utf-8", "replace")
     cpu_limit = float(job["limits"]["cpu_s"])
     memory_limit_mb = int(job["limits"]["memory_mb"])
     result: dict[str, Any] = {"stdout": stdout, "stderr": stderr, "wall_time_s": wall}
+    exit_code: int | None
     if job["mode"] == "program":
-        status, exit_code = _program_status(
-            out.wait_status, out.cpu_s, cpu_limit, stderr, out.maxrss_kb, memory_limit_mb
-        )
+        status, exit_code = _program_status(out, cpu_limit, memory_limit_mb, isolated)
         result.update(
             cpu_time_s=out.cpu_s, peak_memory_mb=out.maxrss_kb / 1024, exit_code=exit_code
         )
@@ -264,57 +285,69 @@ def _result(job: dict[str, Any], out: Outcome, wall: float) -> dict[str, Any]:
             if out.killed_for is None:
                 result["judge"]["error"] = "the judge process died"
         else:
-            status, exit_code = _judged_status(done, out, cpu_limit, stderr, memory_limit_mb)
+            status, exit_code = _judged_status(done, out, cpu_limit, memory_limit_mb, isolated)
         result.update(cpu_time_s=out.cpu_s, peak_memory_mb=out.maxrss_kb / 1024)
     if out.killed_for is not None:
         status = out.killed_for
+    elif not out.started:  # the sandbox failed before the program's first instruction
+        status, exit_code = "sandbox_error", None
     result.update(status=status, exit_code=exit_code)
     return result
 
 
-def _cpu_exhausted(sig: int, cpu_s: float, cpu_limit: float) -> bool:
-    """Killed by RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the hard one."""
-    return sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= cpu_limit - 0.05)
+# Statuses come only from facts the program cannot forge: how its process ended (the wait
+# status and resource usage the kernel gives its parent, the worker), the memory cgroup's
+# events, and the worker's own bookkeeping. Never from its output: a program can print a
+# MemoryError or a traceback naming the service, and exit with any code it likes.
 
 
-def _memory_exhausted(stderr: str, maxrss_kb: int, limit_mb: int) -> bool:
-    tail = stderr.rstrip().rsplit("\n", 1)[-1]
-    return tail.startswith("MemoryError") or maxrss_kb >= 0.9 * limit_mb * 1024
+def _cpu_exhausted(out: Outcome, cpu_limit: float) -> bool:
+    """Killed by RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the hard one (a program
+    can send itself either; it cannot have used the CPU time without using it)."""
+    if not os.WIFSIGNALED(out.wait_status):
+        return False
+    sig = os.WTERMSIG(out.wait_status)
+    return sig in (signal.SIGXCPU, signal.SIGKILL) and out.cpu_s >= cpu_limit - 0.05
+
+
+def _memory_exhausted(out: Outcome, limit_mb: int, isolated: bool) -> bool:
+    if out.oom_killed:  # the memory cgroup's own count
+        return True
+    if os.WIFEXITED(out.wait_status) and os.WEXITSTATUS(out.wait_status) == 0:
+        return False
+    # SIGSYS: the sandbox's seccomp filter killed it for a mapping beyond its limit; the
+    # filters refuse every way of sending it oneself. Without namespaces there is no filter.
+    if os.WIFSIGNALED(out.wait_status) and os.WTERMSIG(out.wait_status) == signal.SIGSYS:
+        return isolated
+    # Without a cgroup: it failed with its peak resident memory at the limit (RLIMIT_AS).
+    return not out.memory_accounted and out.maxrss_kb >= 0.9 * limit_mb * 1024
 
 
 def _program_status(
-    wait_status: int, cpu_s: float, cpu_limit: float, stderr: str, maxrss_kb: int, memory_mb: int
+    out: Outcome, cpu_limit: float, memory_mb: int, isolated: bool
 ) -> tuple[str, int]:
-    if os.WIFSIGNALED(wait_status):
-        sig = os.WTERMSIG(wait_status)
-        if _cpu_exhausted(sig, cpu_s, cpu_limit):
-            return "timeout", -sig
-        if _memory_exhausted(stderr, maxrss_kb, memory_mb):
-            return "memory_limit", -sig
-        return "runtime_error", -sig
-    code = os.WEXITSTATUS(wait_status)
-    if code == 0:
-        return "ok", 0
-    if code == SANDBOX_FAILURE and "Traceback" in stderr and "services/executor" in stderr:
-        return "sandbox_error", code
-    if _memory_exhausted(stderr, 0, memory_mb):
+    if os.WIFSIGNALED(out.wait_status):
+        code = -os.WTERMSIG(out.wait_status)
+    else:
+        code = os.WEXITSTATUS(out.wait_status)
+    if _memory_exhausted(out, memory_mb, isolated):
         return "memory_limit", code
-    return "runtime_error", code
+    if _cpu_exhausted(out, cpu_limit):
+        return "timeout", code
+    return ("ok" if code == 0 else "runtime_error"), code
 
 
 def _judged_status(
-    done: dict[str, Any], out: Outcome, cpu_limit: float, stderr: str, memory_mb: int
+    done: dict[str, Any], out: Outcome, cpu_limit: float, memory_mb: int, isolated: bool
 ) -> tuple[str, int]:
+    # The candidate is killed once the tests are over: its end says something only when the
+    # judge saw it die during the tests.
+    if out.oom_killed or (done["died"] and _memory_exhausted(out, memory_mb, isolated)):
+        return "memory_limit", 1
     if done.get("status"):  # the judge refused a reply of the candidate's (`replies`)
         return str(done["status"]), 1
-    if done["died"] and os.WIFSIGNALED(out.wait_status):
-        sig = os.WTERMSIG(out.wait_status)
-        if _cpu_exhausted(sig, out.cpu_s, cpu_limit):
-            return "timeout", -sig
-    if done["memory_error"] or (
-        done["died"] and _memory_exhausted(stderr, out.maxrss_kb, memory_mb)
-    ):
-        return "memory_limit", 1
+    if done["died"] and _cpu_exhausted(out, cpu_limit):
+        return "timeout", 1
     if done["raised"] or done["died"]:
         return "runtime_error", 1
     error = done["error"] or ""
@@ -328,9 +361,11 @@ def main() -> None:
     linux.set_process_name(linux.process_name("codeprm-worker"))
     for module in PRELOAD:
         __import__(module)
+    memory = None
     try:
         host_dir = None
         if config["isolated"]:
+            memory = cgroup.create()  # while /sys is still there and we may still be root
             host_dir = jail.isolate_worker(jail.RootSpec(extra_paths=config["extra_paths"]))
             # One empty network namespace per worker: it runs one execution at a time and
             # nothing of an execution outlives it, so none can reach another through it.
@@ -352,21 +387,31 @@ def main() -> None:
             scratch_mb=config["scratch_mb"],
             judge_memory_mb=config["judge_memory_mb"],
             cpu=config["cpu"],
+            cgroup=memory,
         )
     )
-    worker = Worker(zygote, isolated=config["isolated"])
+    worker = Worker(zygote, isolated=config["isolated"], memory=memory)
     try:
         worker.judge = zygote.judge()
         zygote.order_candidate()
     except ZygoteFailed as exc:
         wire.write_frame(1, {"ready": False, "error": f"no sandbox: {exc}"})
         return
-    wire.write_frame(1, {"ready": True, "host_dir": host_dir, "pid": os.getpid()})
+    wire.write_frame(
+        1,
+        {
+            "ready": True,
+            "host_dir": host_dir,
+            "pid": os.getpid(),
+            "memory_cgroup": memory.path if memory is not None else None,
+        },
+    )
     while (job := wire.read_frame(0)) is not None:
         program, tests = wire.read_raw_frame(0), wire.read_raw_frame(0)
         if program is None or tests is None:
             break
         wire.write_frame(1, worker.execute(job, program, tests))
+        zygote.order_candidate()  # once the sweep is over; forked while the result goes out
     worker.drop_judge()
     zygote.close()
 

@@ -8,14 +8,29 @@ sandbox's pid and the worker's ends of its pipes, passed as SCM_RIGHTS. Sandboxe
 with CLONE_PARENT, so they are the worker's children: the worker reaps them, gets their
 resource usage, and kills them without racing a reused pid.
 
-Two kinds of sandbox, both in fresh pid, mount, IPC and UTS namespaces (`jail.enter_sandbox`):
+Every candidate of a worker lives in one pid namespace made by its zygote, whose first process
+is a reaper (`_reaper_main`): it is that namespace's init, so the candidate is an ordinary
+process with the signal semantics of any program (`os.kill(os.getpid(), SIGKILL)`, an alarm,
+`raise_signal(SIGTERM)` end it), and it is still the worker's child (CLONE_PARENT), so the
+worker gets its exact wait status and resource usage. When a candidate is gone the worker asks
+the reaper to sweep: kill(-1) from a namespace's init kills every other process in it, so
+nothing an execution started outlives it (the next candidate is forked only after that), and
+the namespace's pid counter is reset, so every candidate is pid 2.
 
-* candidate, one per execution: reads its program from a pipe, then becomes that program
-  (`runner.run_program`) or, for assert and call tests, answers the judge's calls
-  (`runner.serve_candidate`).
-* judge, long-lived, one per worker: runs the trusted test code of each judged execution
-  against the candidate it is handed pipes to (`runner.serve_judge`). It lives on so that a
-  judged execution costs one fork, not two; it never shares a namespace with a candidate.
+Two kinds of sandbox, both in fresh mount, IPC and UTS namespaces (`jail.enter_sandbox`):
+
+* candidate, one per execution, in the sandboxes' pid namespace: reads its program from a
+  pipe, then becomes that program (`runner.run_program`) or, for assert and call tests,
+  answers the judge's calls (`runner.serve_candidate`). The first byte it writes to stdout,
+  `STARTED`, says that its set-up is over and the program's own code begins: a failure
+  before it is the sandbox's (`sandbox_error`), anything after is the program's.
+* judge, long-lived, one per worker, in a pid namespace of its own: runs the trusted test
+  code of each judged execution against the candidate it is handed pipes to
+  (`runner.serve_judge`). It lives on so that a judged execution costs one fork, not two; it
+  never shares a namespace with a candidate.
+
+The zygote installs the seccomp filter (`seccomp.kernel_surface`) once, for every sandbox, and
+joins the worker's memory cgroup once (`cgroup`), so every candidate is forked into it.
 """
 
 from __future__ import annotations
@@ -28,15 +43,20 @@ import traceback
 from dataclasses import dataclass
 from typing import NoReturn
 
-from services.executor import jail, linux, runner, wire
+from services.executor import jail, linux, runner, seccomp, wire
+from services.executor.cgroup import MemoryCgroup
 
 SANDBOX_FAILURE = 70  # exit code of a sandbox whose set-up failed (EX_SOFTWARE)
-PER_EXECUTION_NAMESPACES = (
-    linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
-)
+STARTED = b"\x00"  # a candidate's first byte on stdout: its set-up is over
+PER_EXECUTION_NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
 _CANDIDATE, _JUDGE = b"c", b"j"
+_SWEEP, _SWEPT = b"s", b"k"
 _PID = 4  # bytes of the pid in an answer
-_NAMES = {role: linux.process_name(f"codeprm-{role}") for role in ("zygote", "sandbox", "judge")}
+_ROLES = ("zygote", "sandbox", "judge", "judges", "reaper")
+_NAMES = {role: linux.process_name(f"codeprm-{role}") for role in _ROLES}
+_OOM_FIRST = b"1000"  # a candidate's oom_score_adj: the kernel's first choice in the cgroup
+_NO_LIMIT = (1 << 64) - 1
+_WALL = 0x40000000  # waitpid's __WALL
 
 
 class ZygoteFailed(RuntimeError):
@@ -71,29 +91,64 @@ class SandboxConfig:
     # The judge's CPU; a judged candidate moves there too, so that the two hand calls to each
     # other on one core instead of waking one another across cores.
     cpu: int | None = None
+    cgroup: MemoryCgroup | None = None
 
 
 class Zygote:
     """The worker's handle on its zygote."""
 
-    def __init__(self, pid: int, control: socket.socket) -> None:
+    def __init__(self, pid: int, control: socket.socket, reaper: socket.socket | None) -> None:
         self.pid = pid
         self.control = control
+        self.reaper = reaper  # None without namespaces (weak isolation)
         self._ordered = False
+        self._sweeping = False
 
     @classmethod
     def start(cls, config: SandboxConfig) -> Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        reaper_ours, reaper_theirs = (
+            socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            if config.isolated
+            else (None, None)
+        )
         worker_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _serve(theirs, config, worker_pid)
+            if reaper_ours is not None:
+                reaper_ours.close()
+            _serve(theirs, reaper_theirs, config, worker_pid)
         theirs.close()
-        return cls(pid, ours)
+        if reaper_theirs is not None:
+            reaper_theirs.close()
+        return cls(pid, ours, reaper_ours)
+
+    def sweep(self) -> None:
+        """Have the reaper kill every process left in the candidates' pid namespace. Call it
+        once the candidate is dead; it runs while the worker finishes the result, and the
+        next candidate is forked only once it is over (`order_candidate` waits for it)."""
+        if self.reaper is not None and not self._sweeping:
+            try:
+                self.reaper.send(_SWEEP)
+            except OSError as exc:
+                raise ZygoteFailed("the sandboxes' reaper is gone") from exc
+            self._sweeping = True
+
+    def _swept(self) -> None:
+        if self._sweeping:
+            assert self.reaper is not None
+            self._sweeping = False
+            try:
+                answer = self.reaper.recv(1)
+            except OSError:
+                answer = b""
+            if answer != _SWEPT:
+                raise ZygoteFailed("the sandboxes' reaper is gone")
 
     def order_candidate(self) -> None:
         """Have the next candidate forked now, while the worker does something else."""
+        self._swept()
         if not self._ordered:
             self._send(_CANDIDATE)
             self._ordered = True
@@ -128,6 +183,7 @@ class Zygote:
 
     def close(self) -> None:
         """Stop the zygote; a candidate on order is taken and told there is no job."""
+        self._swept()
         if self._ordered:
             try:
                 sandbox = self.candidate()
@@ -140,13 +196,17 @@ class Zygote:
                 os.close(sandbox.replies_r)
                 os.waitpid(sandbox.pid, 0)  # it reads EOF for a job and exits
         self.control.close()
+        if self.reaper is not None:
+            self.reaper.close()
         os.waitpid(self.pid, 0)
 
 
 # -- inside the zygote ----------------------------------------------------------------------
 
 
-def _serve(control: socket.socket, config: SandboxConfig, worker_pid: int) -> NoReturn:
+def _serve(
+    control: socket.socket, reaper: socket.socket | None, config: SandboxConfig, worker_pid: int
+) -> NoReturn:
     try:
         linux.set_process_name(_NAMES["zygote"])
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -156,30 +216,148 @@ def _serve(control: socket.socket, config: SandboxConfig, worker_pid: int) -> No
         for fd in (0, 1):  # the worker's protocol pipes: no business of the zygote's
             os.dup2(devnull, fd)
         os.close(devnull)
-        if config.isolated:
-            jail.prepare_sandboxes()  # inherited by every sandbox: done once, not per fork
-        runner.standard_streams()
         flags = linux.CLONE_PARENT | (PER_EXECUTION_NAMESPACES if config.isolated else 0)
+        sandbox_filter = judges = None
+        if config.isolated:
+            assert reaper is not None
+            # Inherited by every sandbox: done once, not per fork.
+            jail.prepare_sandboxes()
+            if config.cgroup is not None:
+                config.cgroup.join()
+            seccomp.Filter(seccomp.kernel_surface()).install()
+            sandbox_filter = seccomp.SandboxFilter()
+            # Before the candidates' pid namespace exists: judges are forked outside it.
+            judges = _start_judge_factory(control, reaper, flags, config, sandbox_filter)
+            _start_reaper(reaper)
+        runner.standard_streams()
     except BaseException:
         traceback.print_exc()
         os._exit(SANDBOX_FAILURE)
     while order := control.recv(1):
+        if order == _JUDGE and judges is not None:
+            judges.send(_JUDGE)  # its answer goes on to the worker as it is
+            data, fds, _, _ = socket.recv_fds(judges, 512, 1)
+            _answer(control, data, fds)
+            continue
         try:
             if order == _CANDIDATE:
-                pid, fds = _fork_candidate(control, flags, config)
+                pid, fds = _fork_candidate(control, flags, config, sandbox_filter)
             else:
-                pid, fds = _fork_judge(control, flags, config)
+                pid, fds = _fork_judge(control, flags, config, sandbox_filter)
         except OSError as exc:  # e.g. EAGAIN: out of processes; the worker reports it
-            control.send(b"\0" * _PID + f"could not fork a sandbox: {exc}".encode()[:500])
+            _answer(control, _failure(exc), [])
             continue
-        socket.send_fds(control, [pid.to_bytes(_PID, "little")], fds)
-        for fd in fds:
-            os.close(fd)
+        _answer(control, pid.to_bytes(_PID, "little"), fds)
     os._exit(0)
 
 
+def _failure(exc: OSError) -> bytes:
+    return b"\0" * _PID + f"could not fork a sandbox: {exc}".encode()[:500]
+
+
+def _answer(channel: socket.socket, data: bytes, fds: list[int]) -> None:
+    if fds:
+        socket.send_fds(channel, [data], fds)
+    else:
+        channel.send(data or _failure(OSError("the judge factory is gone")))
+    for fd in fds:
+        os.close(fd)
+
+
+def _start_judge_factory(
+    control: socket.socket,
+    reaper: socket.socket,
+    flags: int,
+    config: SandboxConfig,
+    sandbox_filter: seccomp.SandboxFilter | None,
+) -> socket.socket:
+    """A process that forks judges, each in a pid namespace of its own. It stays in the
+    zygote's pid namespace while every candidate is forked into the reaper's, so no judge is
+    ever inside (visible to, or killable from) the candidates' namespace. Like the zygote's,
+    its sandboxes are the worker's children (CLONE_PARENT, and it is the worker's child)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if linux.fork_into_namespaces(linux.CLONE_PARENT) == 0:
+        try:
+            control.close()
+            reaper.close()
+            ours.close()
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # with the worker
+            linux.set_process_name(_NAMES["judges"])
+            while theirs.recv(1):
+                try:
+                    pid, fds = _fork_judge(
+                        theirs, flags | linux.CLONE_NEWPID, config, sandbox_filter
+                    )
+                except OSError as exc:
+                    _answer(theirs, _failure(exc), [])
+                    continue
+                _answer(theirs, pid.to_bytes(_PID, "little"), fds)
+        finally:
+            os._exit(0)
+    theirs.close()
+    return ours
+
+
+def _start_reaper(channel: socket.socket) -> None:
+    """Make the candidates' pid namespace, its init, the reaper (the first child), and the
+    /proc every candidate sees: that namespace's, mounted once, in a mount namespace of the
+    zygote's own (each candidate's is a copy of it)."""
+    linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWPID)
+    mounted_r, mounted_w = os.pipe()
+    if linux.fork_into_namespaces(0) == 0:
+        os.close(mounted_r)
+        _reaper_main(channel, mounted_w)
+    os.close(mounted_w)
+    mounted = os.read(mounted_r, 1)
+    os.close(mounted_r)
+    channel.close()
+    if not mounted:
+        raise OSError("the reaper could not mount the candidates' /proc")
+
+
+def _reaper_main(channel: socket.socket, mounted: int) -> NoReturn:
+    """Pid 1 of the candidates' namespace: reaps orphans, sweeps when the worker asks.
+
+    It keeps its capabilities (in the worker's user namespace) for one reason: to reset the
+    namespace's pid counter after each sweep, so that every candidate is pid 2. Otherwise the
+    counter would be state an execution leaves to the next: fork k times, and the next
+    candidate's pid tells k. A candidate cannot reach it (init: no signal from inside takes
+    effect without its consent; non-dumpable; ptrace refused)."""
+    try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # with the zygote
+        linux.set_process_name(_NAMES["reaper"])
+        jail.mount_proc()  # procfs shows the pid namespace of whoever mounts it: ours
+        os.write(mounted, b"m")
+        last_pid = os.open("/proc/sys/kernel/ns_last_pid", os.O_WRONLY)
+        runner.close_fds_except((channel.fileno(), last_pid))
+        while channel.recv(1):
+            _sweep()
+            os.pwrite(last_pid, b"1", 0)
+            channel.send(_SWEPT)
+    finally:
+        os._exit(0)
+
+
+def _sweep() -> None:
+    # kill(-1) from a pid namespace's init reaches every other process in it; a process still
+    # forking is either reached or its fork fails. Each reaped parent has handed its own
+    # children to us before it could be reaped, so "no child left" means none is left.
+    while True:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(-1, _WALL)  # __WALL: also children whose exit signal is not SIGCHLD
+        except ChildProcessError:
+            return
+
+
 def _fork_candidate(
-    control: socket.socket, flags: int, config: SandboxConfig
+    control: socket.socket,
+    flags: int,
+    config: SandboxConfig,
+    sandbox_filter: seccomp.SandboxFilter | None,
 ) -> tuple[int, list[int]]:
     job_r, job_w = os.pipe()
     stdin_r, stdin_w = os.pipe()
@@ -194,19 +372,24 @@ def _fork_candidate(
         control.close()
         for fd in ours:
             os.close(fd)
-        _candidate_main(config, *theirs)
+        _candidate_main(config, sandbox_filter, *theirs)
     for fd in theirs:
         os.close(fd)
     return pid, ours
 
 
-def _fork_judge(control: socket.socket, flags: int, config: SandboxConfig) -> tuple[int, list[int]]:
+def _fork_judge(
+    control: socket.socket,
+    flags: int,
+    config: SandboxConfig,
+    sandbox_filter: seccomp.SandboxFilter | None,
+) -> tuple[int, list[int]]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = linux.fork_into_namespaces(flags)
     if pid == 0:
         control.close()
         ours.close()
-        _judge_main(config, theirs)
+        _judge_main(config, sandbox_filter, theirs)
     theirs.close()
     return pid, [ours.detach()]
 
@@ -219,13 +402,14 @@ def _enter(config: SandboxConfig, role: str) -> None:
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     linux.set_process_name(_NAMES[role])
     if config.isolated:
-        jail.enter_sandbox(config.scratch_mb)
+        jail.enter_sandbox(config.scratch_mb, own_proc=role == "judge")
     # Own session: kill(0, ...) inside reaches only this sandbox's processes.
     os.setsid()
 
 
 def _candidate_main(
     config: SandboxConfig,
+    sandbox_filter: seccomp.SandboxFilter | None,
     job_r: int,
     stdin_r: int,
     stdout_w: int,
@@ -236,6 +420,13 @@ def _candidate_main(
     failures = stderr_w  # where our own failure is told: the program's stderr
     try:
         _enter(config, "sandbox")
+        if config.cgroup is not None:
+            # Non-dumpable leaves /proc/self to the host's root: dumpable for this one write,
+            # while nothing but our own code runs here.
+            linux.prctl(linux.PR_SET_DUMPABLE, 1)
+            with open("/proc/self/oom_score_adj", "wb", buffering=0) as f:
+                f.write(_OOM_FIRST)
+            linux.prctl(linux.PR_SET_DUMPABLE, 0)
         # Everything that does not depend on the job is done before it arrives.
         runner.become_program(stdin_r, stdout_w, stderr_w, keep=(job_r, requests_r, replies_w))
         failures = 2
@@ -244,23 +435,31 @@ def _candidate_main(
         if program is None:
             os._exit(0)
         limits = runner.Limits(**program["limits"])
-        if program["mode"] == "program":
+        judged = program["mode"] != "program"
+        if judged and config.cpu is not None:
+            os.sched_setaffinity(0, {config.cpu})
+        if not judged:
             os.close(requests_r)
             os.close(replies_w)
-            limits.apply()
-            runner.run_program(program["code"])
-        if config.cpu is not None:
-            os.sched_setaffinity(0, {config.cpu})
-        limits.apply()
-        runner.serve_candidate(program["code"], requests_r, replies_w)
+        limits.apply(cgroup_first=config.cgroup is not None)
+        if sandbox_filter is not None:
+            sandbox_filter.install_with_limit(limits.memory_mb << 20)
+        os.write(1, STARTED)
     except BaseException:
-        # Our own failure, before any untrusted code ran: say why, as a sandbox_error.
+        # Our own failure, before any untrusted code ran: the worker sees no STARTED.
         os.write(failures, traceback.format_exc().encode()[-4000:])
         os._exit(SANDBOX_FAILURE)
+    if judged:
+        runner.serve_candidate(program["code"], requests_r, replies_w)
+    runner.run_program(program["code"])
 
 
-def _judge_main(config: SandboxConfig, channel: socket.socket) -> NoReturn:
+def _judge_main(
+    config: SandboxConfig, sandbox_filter: seccomp.SandboxFilter | None, channel: socket.socket
+) -> NoReturn:
     try:
+        if config.cgroup is not None:
+            config.cgroup.leave()  # the candidates' memory limit is not the judge's
         _enter(config, "judge")
         if config.cpu is not None:
             os.sched_setaffinity(0, {config.cpu})
@@ -271,6 +470,8 @@ def _judge_main(config: SandboxConfig, channel: socket.socket) -> NoReturn:
         memory = config.judge_memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if sandbox_filter is not None:
+            sandbox_filter.install_with_limit(_NO_LIMIT)  # its memory limit is RLIMIT_AS
         runner.serve_judge(channel)
     finally:  # a forked child must never return into the zygote's loop
         os._exit(SANDBOX_FAILURE)

@@ -348,7 +348,9 @@ def _judged_status(
         return str(done["status"]), 1
     if done["died"] and _cpu_exhausted(out, cpu_limit):
         return "timeout", 1
-    if done["raised"] or done["died"]:
+    # An exception the tests caught is part of the tests (`except ValueError: pass`): only one
+    # that ended them makes the run a runtime error.
+    if done["died"] or (done["raised"] and not done["completed"]):
         return "runtime_error", 1
     error = done["error"] or ""
     if done["completed"] or error.startswith("AssertionError"):

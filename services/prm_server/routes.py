@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 
-from contracts.errors import NotReady, PayloadTooLarge, Unauthorized
+from contracts.errors import BadInput, NotReady, PayloadTooLarge, Unauthorized
 from contracts.extract import extract_code
 from contracts.geometry import EncodedLines
 from contracts.prm import (
@@ -60,8 +60,10 @@ async def score(body: ScoreRequest, scorer: ScorerDep) -> ScoreResponse:
 @router.post("/get_reward", response_model=GetRewardResponse)
 async def get_reward(body: GetRewardRequest, scorer: ScorerDep) -> GetRewardResponse:
     """OpenRLHF's remote reward protocol: one scalar per query (prompt + response)."""
-    for i, text in enumerate([*body.query, *body.prompts]):
-        check_text(f"query {i}" if i < len(body.query) else f"prompt {i - len(body.query)}", text)
+    for i, query in enumerate(body.query):
+        check_text(f"query {i}", query)
+    for i, prompt in enumerate(body.prompts):
+        check_text(f"prompt {i}", prompt)
     items = [
         ScoreItem(prompt=prompt, code=extract_code(response))
         for prompt, response in _split_queries(body, scorer.prm)
@@ -112,7 +114,10 @@ async def score_items(
             )
         check_text(f"item {i}: prompt", item.prompt)
         check_text(f"item {i}: code", item.code)
-        encoded.append(encode(scorer.prm, item, max_tokens=settings.max_tokens + 1))
+        try:
+            encoded.append(encode(scorer.prm, item, max_tokens=settings.max_tokens + 1))
+        except Exception as exc:  # text the tokenizer refuses is the request's problem
+            raise BadInput(f"item {i}: the tokenizer cannot take it: {exc!r}"[:1000]) from exc
         if encoded[-1].truncated:
             raise PayloadTooLarge(f"item {i}: more than {settings.max_tokens} tokens")
     # An item without a single token (an empty program after an empty prompt, with a

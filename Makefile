@@ -36,7 +36,7 @@ test: lint
 # The RL frameworks' own code driving our plug-ins, one venv per framework (their pins conflict):
 # .venvs/<framework>, built from tests/frameworks/<framework>/{requirements,framework}.txt with
 # the CPU torch; the framework itself goes in with --no-deps (no vLLM, DeepSpeed, flash-attn).
-# --no-compile: Python compiles only what the tests import, not all of torch.
+# --no-compile: Python compiles only what is imported, not all of torch.
 FRAMEWORKS := verl openrlhf trl trl_prm
 FW_VENVS ?= .venvs
 
@@ -45,6 +45,8 @@ $(FW_VENVS)/%/.installed-stamp: tests/frameworks/%/requirements.txt tests/framew
 	$(PYTHON) -m venv $(FW_VENVS)/$*
 	$(FW_VENVS)/$*/bin/python -m pip install -q --no-compile torch==2.13.0 -r tests/frameworks/$*/requirements.txt -e .
 	$(FW_VENVS)/$*/bin/python -m pip install -q --no-compile --no-deps -r tests/frameworks/$*/framework.txt
+	# Compile what the services import once, here, not against a test's start-up deadline.
+	$(FW_VENVS)/$*/bin/python -c "import torch, transformers, codeprm.cli, services.prm_server.app, services.executor.app"
 	touch $@
 
 test-frameworks: $(FRAMEWORKS:%=$(FW_VENVS)/%/.installed-stamp)

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("openrlhf", reason="OpenRLHF runs in its own venv: make test-frameworks")
+pytest.importorskip(
+    "openrlhf", minversion="0.11", reason="OpenRLHF runs in its own venv: make test-frameworks"
+)
 
 from openrlhf.utils.agent import SingleTurnAgentExecutor  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("trl", reason="TRL runs in its own venv: make test-frameworks")
+pytest.importorskip(
+    "trl", minversion="1.14", reason="TRL 1.16 runs in its own venv: make test-frameworks"
+)
 
 from datasets import Dataset  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("verl", reason="veRL runs in its own venv: make test-frameworks")
+pytest.importorskip(
+    "verl", minversion="0.9", reason="veRL runs in its own venv: make test-frameworks"
+)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402

@@ -8,7 +8,9 @@ import json
 
 import pytest
 
-pytest.importorskip("verl", reason="veRL runs in its own venv: make test-frameworks")
+pytest.importorskip(
+    "verl", minversion="0.9", reason="veRL runs in its own venv: make test-frameworks"
+)
 
 from verl.utils.reward_score import default_compute_score  # noqa: E402
 

@@ -112,6 +112,11 @@ def train_prm(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prompt_template: str = typer.Option("{prompt}", help="Text before the code."),
+    on_policy: Path | None = typer.Option(
+        None, help="Binary-search labels of the policy's own held-out samples: on-policy AUC."
+    ),
+    after_error: str = typer.Option("keep", help="Lines after the first bad one: keep | drop."),
+    balance: bool = typer.Option(False, help="Passing and failing programs weigh the same."),
 ) -> None:
     """Train a line-level PRM; rerunning the same command resumes from its checkpoint."""
     from services.trainer.prm_train import TrainPrmConfig
@@ -137,6 +142,9 @@ def train_prm(
                 seed=seed,
                 device=device,
                 prompt_template=prompt_template,
+                on_policy=on_policy,
+                after_error=after_error,
+                balance=balance,
             )
         )
         result = run(config, progress=True)
@@ -150,6 +158,18 @@ def train_prm(
         console.print(
             f"held-out ({m.programs} programs, {m.lines} lines): line accuracy "
             f"{m.line_accuracy:.3f}, AUC {auc}, first-error line {m.first_error_accuracy:.3f}"
+        )
+    if result.on_policy is not None:
+        p = result.on_policy
+
+        def fmt(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
+        console.print(
+            f"on-policy ({p.programs} programs, {p.passing} passing): AUC {fmt(p.auc)} "
+            f"(passing vs failing by lowest line score), first-error line "
+            f"{fmt(p.first_error_accuracy)}, passing last lines flagged "
+            f"{fmt(p.passing_last_line_flagged)}"
         )
     console.print(f"curves: {result.out / 'curves.png'}")
 

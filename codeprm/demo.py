@@ -73,16 +73,16 @@ class Sizes:
         if options.quick:
             return Sizes(30, 6, 2, 2, 2, 1, 2, 8, 2, 64)
         return Sizes(
-            700,
-            options.problems,
-            max(1, options.problems // 2),
-            40,
-            4,
-            3,
-            options.ppo_steps,
-            60,
-            max(1, options.ppo_steps // 5),
-            200,
+            sft_steps=700,
+            mutation_problems=options.problems,
+            search_problems=max(1, options.problems // 2),
+            policy_test_problems=24,
+            search_k=4,
+            prm_epochs=3,
+            ppo_steps=options.ppo_steps,
+            eval_problems=40,
+            eval_every=max(1, options.ppo_steps // 5),
+            max_new_tokens=200,
         )
 
 
@@ -310,6 +310,8 @@ def _train_prm(
             device=options.device,
             max_tokens=1024,
             on_policy=on_policy if on_policy.stat().st_size else None,
+            after_error="drop",
+            balance=True,
         ),
         progress=True,
     )

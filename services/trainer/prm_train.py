@@ -66,12 +66,12 @@ class TrainPrmConfig(BaseModel):
     prompt_template: str = Field("{prompt}", description="Text before the code; {prompt}.")
     # -- the labeling recipe, as far as training decides it
     after_error: Literal["keep", "drop"] = Field(
-        "drop",
+        "keep",
         description="Lines after a program's first bad line: keep their -1 labels (PSGPO as "
         "written) or leave them out (see prm_data.drop_after_first_error).",
     )
     balance: bool = Field(
-        True, description="Passing and failing programs weigh the same in the loss."
+        False, description="Passing and failing programs weigh the same in the loss."
     )
     on_policy: Path | None = Field(
         None,

@@ -35,7 +35,7 @@ from services.trainer.ppo_config import Mode, PpoConfig
 MODES: tuple[Mode, ...] = ("outcome", "dense", "value_init", "dense+value_init")
 LEARNING: dict[str, Any] = {
     # The demo's settings (codeprm/demo.py): a ~100k-parameter policy SFT'd at 5e-3.
-    "policy_lr": 1e-4,
+    "policy_lr": 2e-5,
     "critic_lr": 1e-3,
     "kl_coef": 0.01,
     "ppo_epochs": 2,

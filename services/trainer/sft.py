@@ -47,12 +47,12 @@ class SftConfig(BaseModel):
         None, description="Fine-tune this causal LM (and keep its tokenizer) instead of a new one."
     )
     vocab_size: int = Field(1024, ge=300)
-    hidden: int = Field(96, ge=8)
-    layers: int = Field(3, ge=1)
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
-    steps: int = Field(600, ge=1)
+    steps: int = Field(700, ge=1)
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(3e-3, gt=0, description="Peak learning rate (AdamW), cosine to 10%.")
+    lr: float = Field(5e-3, gt=0, description="Peak learning rate (AdamW), cosine to 10%.")
     warmup_steps: int = Field(30, ge=0)
     noise: float = Field(0.08, ge=0, le=1, description="Chance a solution line is made wrong.")
     seed: int = 0

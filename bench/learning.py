@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,8 @@ def main() -> None:
         f"samples, held-out: {eval_problems} listfuncs-test problems x 4 samples, "
         f"every {args.eval_every} steps"
     )
+    # A stopped run still stops its services (the `finally` below runs on SIGTERM too).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     executor, executor_url = start_executor()
     prm, prm_url = start_prm_server(args.prm, args.device)
     runs: dict[str, list[list[dict[str, Any]]]] = {}

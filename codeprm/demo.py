@@ -43,9 +43,9 @@ from contracts.labeler import LabelRunRequest
 class DemoOptions:
     out: Path
     base_model: Path | None = None
-    problems: int = 80
+    problems: int = 40
     """Training problems labeled by mutation; binary search labels half as many."""
-    ppo_steps: int = 30
+    ppo_steps: int = 15
     device: str = "auto"
     quick: bool = False
     """Smaller everything (the test suite runs the demo this way)."""

@@ -112,6 +112,11 @@ def train_prm(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prompt_template: str = typer.Option("{prompt}", help="Text before the code."),
+    on_policy: Path | None = typer.Option(
+        None, help="Binary-search labels of the policy's own held-out samples: on-policy AUC."
+    ),
+    after_error: str = typer.Option("keep", help="Lines after the first bad one: keep | drop."),
+    balance: bool = typer.Option(False, help="Passing and failing programs weigh the same."),
 ) -> None:
     """Train a line-level PRM; rerunning the same command resumes from its checkpoint."""
     from services.trainer.prm_train import TrainPrmConfig
@@ -137,6 +142,9 @@ def train_prm(
                 seed=seed,
                 device=device,
                 prompt_template=prompt_template,
+                on_policy=on_policy,
+                after_error=after_error,
+                balance=balance,
             )
         )
         result = run(config, progress=True)
@@ -150,6 +158,18 @@ def train_prm(
         console.print(
             f"held-out ({m.programs} programs, {m.lines} lines): line accuracy "
             f"{m.line_accuracy:.3f}, AUC {auc}, first-error line {m.first_error_accuracy:.3f}"
+        )
+    if result.on_policy is not None:
+        p = result.on_policy
+
+        def fmt(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
+        console.print(
+            f"on-policy ({p.programs} programs, {p.passing} passing): AUC {fmt(p.auc)} "
+            f"(passing vs failing by lowest line score), first-error line "
+            f"{fmt(p.first_error_accuracy)}, passing last lines flagged "
+            f"{fmt(p.passing_last_line_flagged)}"
         )
     console.print(f"curves: {result.out / 'curves.png'}")
 
@@ -186,33 +206,100 @@ def train_ppo(
 @app.command("eval")
 def eval_policy(
     model: Path = typer.Option(..., help="Policy checkpoint directory."),
-    dataset: str = typer.Option("humaneval", help="'humaneval' or a problems JSONL."),
+    dataset: str = typer.Option("humaneval", help="humaneval, listfuncs-test, or a JSONL."),
     executor: str = typer.Option("http://127.0.0.1:8100", help="Executor URL."),
     limit: int | None = typer.Option(None, help="First N problems only."),
+    samples: int = typer.Option(1, help="Programs sampled per problem (pass@k needs k)."),
+    temperature: float = typer.Option(0.0, help="0: greedy (one program per problem)."),
+    k: list[int] = typer.Option([1], "--k", help="pass@k to report (repeat the flag)."),
     max_new_tokens: int = typer.Option(256),
-    long_tokens: int = typer.Option(100, help="Length split: responses above are 'long'."),
+    long_tokens: int = typer.Option(100, help="Token split: responses above are 'long'."),
+    line_edges: list[int] = typer.Option(
+        [5, 10], "--line-edge", help="Line split: buckets of problems by code lines."
+    ),
     device: str = typer.Option("auto"),
-    out: Path | None = typer.Option(None, help="Write per-problem results (JSONL) here."),
+    seed: int = typer.Option(0),
+    out: Path | None = typer.Option(None, help="Write per-sample results (JSONL) here."),
 ) -> None:
-    """pass@1 through the executor (greedy), split by response length."""
+    """pass@1 and pass@k through the executor, split by code lines and by response tokens."""
     from services.trainer.evaluate import evaluate_policy
 
     configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
-    report = evaluate_policy(
-        model,
-        dataset,
-        executor,
-        limit=limit,
-        max_new_tokens=max_new_tokens,
-        long_tokens=long_tokens,
-        device=device,
-        out=out,
-    )
-    table = Table("responses", "problems", "passed", "pass@1")
-    for name, bucket in {"all": report.overall, **report.by_length}.items():
-        rate = "-" if bucket.pass_at_1 is None else f"{bucket.pass_at_1:.3f}"
-        table.add_row(name, str(bucket.problems), str(bucket.passed), rate)
+    try:
+        report = evaluate_policy(
+            model,
+            dataset,
+            executor,
+            limit=limit,
+            samples=samples,
+            temperature=temperature,
+            ks=k,
+            max_new_tokens=max_new_tokens,
+            long_tokens=long_tokens,
+            line_edges=sorted(line_edges),
+            device=device,
+            seed=seed,
+            out=out,
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    ks = sorted(report.overall.pass_at_k)
+    table = Table("split", "problems", "samples", "passed", *(f"pass@{n}" for n in ks))
+    rows = {"all": report.overall, **report.by_lines, **report.by_tokens}
+    for name, bucket in rows.items():
+        rates = [bucket.pass_at_k.get(n) for n in ks]
+        table.add_row(
+            name,
+            str(bucket.problems),
+            str(bucket.samples),
+            str(bucket.passed),
+            *("-" if r is None else f"{r:.3f}" for r in rates),
+        )
     Console().print(table)
+
+
+@train_app.command("sft")
+def train_sft(
+    out: Path = typer.Option(..., help="Where the policy (model + tokenizer) is written."),
+    dataset: str = typer.Option("listfuncs", help="Problems with solutions: a name or JSONL."),
+    base_model: Path | None = typer.Option(None, help="Fine-tune this model instead."),
+    steps: int = typer.Option(700),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(5e-3),
+    noise: float = typer.Option(0.08, help="Chance each solution line is made wrong."),
+    hidden: int = typer.Option(64),
+    layers: int = typer.Option(2),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Tokenizer + supervised fine-tuning of a small Qwen2-shaped starting policy."""
+    from services.trainer.sft import SftConfig
+    from services.trainer.sft import train_sft as run
+
+    configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
+    config = SftConfig(
+        out=out,
+        dataset=dataset,
+        base_model=base_model,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        noise=noise,
+        hidden=hidden,
+        layers=layers,
+        seed=seed,
+        device=device,
+    )
+    try:
+        path = run(config, progress=True)
+    except (ValueError, FileExistsError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"policy written to [bold]{path}[/]; try: codeprm eval --model {path} "
+        "--dataset listfuncs-test --samples 4 --temperature 1"
+    )
 
 
 @app.command("report")
@@ -514,15 +601,15 @@ def demo(
     base_model: Path | None = typer.Option(
         None, help="A real causal-LM checkpoint instead of the tiny offline one (use a GPU)."
     ),
-    problems: int = typer.Option(80, help="HumanEval problems to label and train on."),
-    ppo_steps: int = typer.Option(8),
+    problems: int = typer.Option(40, help="listfuncs problems to label (mutation)."),
+    ppo_steps: int = typer.Option(15),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    quick: bool = typer.Option(False, help="Smaller everything (about a minute)."),
+    quick: bool = typer.Option(False, help="Smaller everything, no learning (a few minutes)."),
 ) -> None:
     """The end-to-end pipeline: stack, labeling, PRM training, PPO, evaluation, report."""
     from codeprm.demo import DemoOptions, run_demo
 
     configure_logging("demo", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
-    options = DemoOptions(out, base_model, problems, ppo_steps, device, quick)
+    options = DemoOptions(out, base_model, problems, ppo_steps, device, quick, cache_dir())
     config = _stack_config(executor_port=0, prm_port=0, labeler_port=0)
     raise typer.Exit(run_demo(config, console, options))

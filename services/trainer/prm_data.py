@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ class PrmExample:
     code: str
     labels: list[float | None]
     """Per line of `split_lines(code)`: +1 good .. -1 bad, 0 neutral, None not labeled."""
+    passed: bool = False
+    """The program passes its tests (the labeler's provenance says so, else no line is bad)."""
+    strategy: str = ""
 
 
 def read_examples(path: Path) -> list[PrmExample]:
@@ -59,6 +62,19 @@ def parse_row(row: dict[str, Any], default_id: str = "") -> PrmExample:
     if not isinstance(prompt, str) or not isinstance(steps, list) or not steps:
         raise PrmDataError("a row needs `prompt` (str) and `completions` (non-empty list)")
     problem_id = str(row.get("problem_id") or default_id)
+    provenance = row.get("provenance")
+    if not isinstance(provenance, dict):
+        provenance = {}
+    example = _parse(row, prompt, steps, flags, problem_id)
+    passed = provenance.get("passed")
+    if not isinstance(passed, bool):
+        passed = all(v is None or v >= 0 for v in example.labels)
+    return replace(example, passed=passed, strategy=str(row.get("strategy") or ""))
+
+
+def _parse(
+    row: dict[str, Any], prompt: str, steps: list[Any], flags: Any, problem_id: str
+) -> PrmExample:
     if "line_labels" in row:
         values = row["line_labels"]
         if len(values) != len(steps) or any("\n" in s for s in steps):
@@ -103,3 +119,17 @@ def split_by_problem(
         [e for e in examples if e.problem_id not in held],
         [e for e in examples if e.problem_id in held],
     )
+
+
+def drop_after_first_error(example: PrmExample) -> PrmExample:
+    """Lines after a program's first bad line unlabeled (None).
+
+    Binary search labels every line from the first unrecoverable one to the end -1, so every
+    failing program ends in a -1 line (its `return`, mostly); with most rows failing, a PRM
+    learns that a last line is bad whatever it says. Mutation rows (PRLCoder) stop at the
+    changed line for the same reason: what follows a wrong line teaches nothing about it."""
+    first = next((i for i, v in enumerate(example.labels) if v is not None and v < 0), None)
+    if first is None:
+        return example
+    labels = example.labels[: first + 1] + [None] * (len(example.labels) - first - 1)
+    return replace(example, labels=labels)

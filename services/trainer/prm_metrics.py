@@ -73,3 +73,54 @@ def auc(pairs: Sequence[tuple[float, bool]]) -> float | None:
         start = end + 1
     rank_sum = sum(r for r, (_, good) in zip(ranks, pairs, strict=True) if good)
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+@dataclass(frozen=True)
+class OnPolicyMetrics:
+    """How a PRM reads the programs of the policy it will reward (the labeler's binary-search
+    export of that policy's samples on held-out problems)."""
+
+    programs: int
+    passing: int
+    auc: float | None
+    """Passing vs failing programs ranked by their lowest code-line score (None when all
+    programs share a verdict)."""
+    first_error_accuracy: float | None
+    """Failing programs whose first predicted bad line is the labeled first bad line."""
+    passing_last_line_flagged: float | None
+    """Passing programs whose last code line scores bad: the last-line artefact."""
+
+
+def on_policy(
+    scores: Sequence[Scores],
+    labels: Sequence[Labels],
+    passed: Sequence[bool],
+    threshold: float,
+) -> OnPolicyMetrics:
+    ranked: list[tuple[float, bool]] = []
+    first_right = failing = flagged = passing = 0
+    for program_scores, program_labels, ok in zip(scores, labels, passed, strict=True):
+        judged = [
+            (s, v)
+            for s, v in zip(program_scores, program_labels, strict=True)
+            if s is not None and v is not None and v != 0
+        ]
+        if not judged:
+            continue
+        ranked.append((min(s for s, _ in judged), ok))
+        predicted = next((i for i, (s, _) in enumerate(judged) if s <= threshold), None)
+        if ok:
+            passing += 1
+            flagged += judged[-1][0] <= threshold
+        else:
+            actual = next((i for i, (_, v) in enumerate(judged) if v < 0), None)
+            if actual is not None:
+                failing += 1
+                first_right += predicted == actual
+    return OnPolicyMetrics(
+        programs=len(ranked),
+        passing=passing,
+        auc=auc(ranked),
+        first_error_accuracy=first_right / failing if failing else None,
+        passing_last_line_flagged=flagged / passing if passing else None,
+    )

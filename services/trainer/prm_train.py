@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,8 +30,13 @@ from contracts.geometry import EncodedLines
 from contracts.prm import METADATA_FILE, PrmMetadata, ScoreItem
 from contracts.prm_model import LoadedPrm, encode, forward, resolve_device
 from services.trainer.plots import plot_curves
-from services.trainer.prm_data import PrmExample, read_examples, split_by_problem
-from services.trainer.prm_metrics import PrmMetrics, evaluate
+from services.trainer.prm_data import (
+    PrmExample,
+    drop_after_first_error,
+    read_examples,
+    split_by_problem,
+)
+from services.trainer.prm_metrics import OnPolicyMetrics, PrmMetrics, evaluate, on_policy
 from services.trainer.runlog import append_row, rows_until
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,20 @@ class TrainPrmConfig(BaseModel):
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     prompt_template: str = Field("{prompt}", description="Text before the code; {prompt}.")
+    # -- the labeling recipe, as far as training decides it
+    after_error: Literal["keep", "drop"] = Field(
+        "keep",
+        description="Lines after a program's first bad line: keep their -1 labels (PSGPO as "
+        "written) or leave them out (see prm_data.drop_after_first_error).",
+    )
+    balance: bool = Field(
+        False, description="Passing and failing programs weigh the same in the loss."
+    )
+    on_policy: Path | None = Field(
+        None,
+        description="The labeler's binary-search export of the policy's own samples on "
+        "held-out problems: on-policy AUC and first-error accuracy are measured on it.",
+    )
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,8 @@ class Encoded:
     labels: list[float | None]
     positions: list[int]
     targets: list[float]
+    passed: bool = False
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,8 @@ class TrainResult:
     steps: int
     final: PrmMetrics | None
     """Held-out metrics of the saved model (None without a held-out split)."""
+    on_policy: OnPolicyMetrics | None = None
+    """On the policy's own samples (None without `on_policy` data)."""
 
 
 def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
@@ -108,8 +131,15 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
     train_set, eval_set = split_by_problem(
         read_examples(config.data), config.eval_fraction, config.seed
     )
+    if config.after_error == "drop":
+        train_set = [drop_after_first_error(e) for e in train_set]
     train = _encode_all(prm, train_set, config)
+    if config.balance:
+        train = _balanced(train)
     held_out = _encode_all(prm, eval_set, config)
+    policy_set = (
+        _encode_all(prm, read_examples(config.on_policy), config) if config.on_policy else []
+    )
     if not train:
         raise ValueError(f"{config.data}: no training line has a label and a token")
     group = config.batch_size * config.grad_accum
@@ -140,6 +170,7 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
 
     threshold = 0.0 if scheme == "pm1_mse" else 0.5
     final: PrmMetrics | None = None
+    final_policy: OnPolicyMetrics | None = None
     columns = (
         TextColumn("[bold]train prm"),
         BarColumn(),
@@ -149,9 +180,13 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
     )
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("train", total=total, completed=step, status="")
-        if step == 0 and held_out:
-            start_metrics = _evaluate(prm, held_out, config, threshold)
-            _log_row(config, history, {"step": 0} | _metrics_row(start_metrics))
+        if step == 0 and (held_out or policy_set):
+            first: dict[str, float | int | None] = {"step": 0}
+            if held_out:
+                first |= _metrics_row(_evaluate(prm, held_out, config, threshold))
+            if policy_set:
+                first |= _policy_row(_evaluate_on_policy(prm, policy_set, config, threshold))
+            _log_row(config, history, first)
         while step < total:
             order = _order(len(train), config.seed, step // steps_per_epoch)
             start = (step % steps_per_epoch) * group
@@ -167,15 +202,19 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
                 "lr": lr,
             }
             # The last step is always evaluated: its metrics are the saved model's.
-            if held_out and (step % config.eval_every == 0 or step == total):
-                final = _evaluate(prm, held_out, config, threshold)
-                row |= _metrics_row(final)
+            if step % config.eval_every == 0 or step == total:
+                if held_out:
+                    final = _evaluate(prm, held_out, config, threshold)
+                    row |= _metrics_row(final)
+                if policy_set:
+                    final_policy = _evaluate_on_policy(prm, policy_set, config, threshold)
+                    row |= _policy_row(final_policy)
             _log_row(config, history, row)
             bar.update(task, advance=1, status=_status(row))
             if step % config.save_every == 0 and step < total:
                 _save_checkpoint(prm, optimizer, step, config)
     _save_final(prm, config, history)
-    return TrainResult(config.out, total, final)
+    return TrainResult(config.out, total, final, final_policy)
 
 
 # ---------------------------------------------------------------- data
@@ -198,11 +237,22 @@ def _encode_all(
             positions.append(token)
             targets.append(value)
         if positions:
-            encoded.append(Encoded(lines, example.labels, positions, targets))
+            encoded.append(Encoded(lines, example.labels, positions, targets, example.passed))
     dropped = len(examples) - len(encoded)
     if dropped:
         log.warning("programs without a trainable line dropped", extra={"count": dropped})
     return encoded
+
+
+def _balanced(train: list[Encoded]) -> list[Encoded]:
+    """Weights that give passing and failing programs half of the loss each (when both are
+    there): binary search on a weak policy yields mostly failing programs, and a PRM trained
+    on them learns that programs fail rather than which line fails."""
+    passing = sum(e.passed for e in train)
+    failing = len(train) - passing
+    if not passing or not failing:
+        return train
+    return [replace(e, weight=len(train) / (2 * (passing if e.passed else failing))) for e in train]
 
 
 def _order(n: int, seed: int, epoch: int) -> list[int]:
@@ -218,13 +268,13 @@ def _collate(
     ids = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     targets = torch.zeros((len(batch), width))
-    labeled = torch.zeros((len(batch), width), dtype=torch.bool)
+    weights = torch.zeros((len(batch), width))  # 0 where no line is labeled
     for row, e in enumerate(batch):
         ids[row, : len(e.lines.input_ids)] = torch.tensor(e.lines.input_ids)
         mask[row, : len(e.lines.input_ids)] = 1
         targets[row, e.positions] = torch.tensor(e.targets)
-        labeled[row, e.positions] = True
-    return ids.to(device), mask.to(device), targets.to(device), labeled.to(device)
+        weights[row, e.positions] = e.weight
+    return ids.to(device), mask.to(device), targets.to(device), weights.to(device)
 
 
 # ---------------------------------------------------------------- optimisation
@@ -252,13 +302,13 @@ def _optimizer_step(
     # Sorting the step's programs by length before cutting micro-batches limits padding; the
     # summed gradient is the same in any order.
     batch = sorted(batch, key=lambda e: len(e.lines.input_ids))
-    # Dividing by the whole step's line count (not per micro-batch) makes accumulation exact:
-    # every labeled line weighs the same whatever micro-batch it landed in.
-    count = sum(len(e.positions) for e in batch)
+    # Dividing by the whole step's (weighted) line count, not per micro-batch, makes
+    # accumulation exact: a labeled line weighs the same whatever micro-batch it landed in.
+    count = sum(len(e.positions) * e.weight for e in batch)
     total = 0.0
     for start in range(0, len(batch), config.batch_size):
         # Padding is masked out of attention and loss, so its token id does not matter.
-        ids, mask, targets, labeled = _collate(batch[start : start + config.batch_size], device)
+        ids, mask, targets, weights = _collate(batch[start : start + config.batch_size], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             output = model(input_ids=ids, attention_mask=mask).logits[..., 0].float()  # (B, T)
         if config.objective == "mse":
@@ -267,7 +317,7 @@ def _optimizer_step(
             per_token = torch.nn.functional.binary_cross_entropy_with_logits(
                 output, targets, reduction="none"
             )
-        loss = per_token[labeled].sum() / count
+        loss = (per_token * weights).sum() / count
         loss.backward()
         total += loss.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -288,6 +338,25 @@ def _evaluate(
     for start in range(0, len(ordered), config.batch_size):
         scores += forward(prm, [e.lines for e in ordered[start : start + config.batch_size]])
     return evaluate(scores, [e.labels for e in ordered], threshold)
+
+
+def _evaluate_on_policy(
+    prm: LoadedPrm, programs: list[Encoded], config: TrainPrmConfig, threshold: float
+) -> OnPolicyMetrics:
+    prm.model.eval()
+    ordered = sorted(programs, key=lambda e: len(e.lines.input_ids))
+    scores: list[list[float | None]] = []
+    for start in range(0, len(ordered), config.batch_size):
+        scores += forward(prm, [e.lines for e in ordered[start : start + config.batch_size]])
+    return on_policy(scores, [e.labels for e in ordered], [e.passed for e in ordered], threshold)
+
+
+def _policy_row(metrics: OnPolicyMetrics) -> dict[str, float | int | None]:
+    return {
+        "on_policy_auc": metrics.auc,
+        "on_policy_first_error_accuracy": metrics.first_error_accuracy,
+        "on_policy_last_line_flagged": metrics.passing_last_line_flagged,
+    }
 
 
 def _metrics_row(metrics: PrmMetrics) -> dict[str, float | int | None]:
@@ -353,6 +422,10 @@ def _save_final(
         [
             ("train loss", ["loss"]),
             ("held-out", ["eval_line_accuracy", "eval_auc", "eval_first_error_accuracy"]),
+            (
+                "on-policy",
+                ["on_policy_auc", "on_policy_first_error_accuracy", "on_policy_last_line_flagged"],
+            ),
         ],
     )
     # Last: its presence marks a finished run.

@@ -27,8 +27,8 @@ def test_reward_is_lambda_score_over_lines_at_each_line_end() -> None:
     placed = {RESPONSE[slice(*offsets[t])]: r for t, r in enumerate(rewards) if r != 0}
     # three code lines: T = 3; the comment's score is ignored, the blank line has none
     assert placed == {
-        "):": pytest.approx(2.0 * 0.9 / 3),
-        " 2": pytest.approx(2.0 * -0.6 / 3),
+        "):\n": pytest.approx(2.0 * 0.9 / 3),  # Qwen2's regex keeps the newline with "):"
+        "2": pytest.approx(2.0 * -0.6 / 3),
         " y": pytest.approx(2.0 * 0.3 / 3),
     }
 

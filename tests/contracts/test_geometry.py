@@ -37,6 +37,21 @@ def _fast(tok: Tokenizer, **special: str) -> PreTrainedTokenizerFast:
 
 
 def byte_level() -> PreTrainedTokenizerFast:
+    """GPT-2's byte-level pre-tokenizer: a newline and the indentation after it merge."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(code_corpus(), trainer)
+    return _fast(tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def tiny_models_tokenizer() -> PreTrainedTokenizerFast:
     return build_tokenizer(vocab_size=1024)
 
 
@@ -89,6 +104,7 @@ def wordpiece() -> PreTrainedTokenizerFast:
 FAMILIES: dict[str, Callable[[], PreTrainedTokenizerFast]] = {
     "byte_level": byte_level,
     "qwen_style": qwen_style,
+    "tiny_models": tiny_models_tokenizer,
     "sentencepiece": sentencepiece_style,
     "wordpiece": wordpiece,
 }

@@ -106,9 +106,34 @@ def tokenizer():  # type: ignore[no-untyped-def]
     return build_tokenizer()
 
 
+@pytest.fixture(scope="module")
+def gpt2_style():  # type: ignore[no-untyped-def]
+    """GPT-2's byte-level pre-tokenizer: a newline and the indentation after it merge into
+    one token, the hard case for placing a reward at a line's last token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from codeprm.tiny import code_corpus
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(code_corpus(), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+
+
 def test_dense_rewards_sit_on_each_code_lines_last_token_despite_newline_indent_merges(
-    tokenizer,  # type: ignore[no-untyped-def]
+    gpt2_style,  # type: ignore[no-untyped-def]
 ) -> None:
+    tokenizer = gpt2_style
     code = "    x = 1\n    # note\n    if x:\n        return x\n\nprint(x)\n"
     ids = tokenizer(code)["input_ids"]
     assert any(
@@ -152,3 +177,38 @@ def test_decode_ends_match_prefix_decodes(tokenizer) -> None:  # type: ignore[no
     decoded, ends = decode_with_ends(tokenizer, ids)
     assert decoded == text
     assert ends == [len(tokenizer.decode(ids[: k + 1])) for k in range(len(ids))]
+
+
+def test_discounted_returns_sum_the_future_rewards_of_each_row() -> None:
+    from services.trainer.ppo_core import discounted_returns
+
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.5, -1.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    returns = discounted_returns(rewards, mask, gamma=0.5)
+    assert torch.allclose(returns, torch.tensor([[0.25, 0.5, 1.0], [0.0, -1.0, 0.0]]))
+
+
+def test_calibrating_the_head_fits_the_returns_and_keeps_the_ranking(
+    tokenizer,  # type: ignore[no-untyped-def]
+) -> None:
+    from transformers import AutoModelForTokenClassification
+
+    from codeprm.tiny import tiny_config
+    from services.trainer.ppo import _explained_variance, calibrate_head
+
+    torch.manual_seed(0)
+    critic = AutoModelForTokenClassification.from_config(
+        tiny_config(tokenizer, hidden=16, layers=1, heads=2)
+    )
+    critic.eval()  # no dropout: the same input reads the same value
+    ids = torch.randint(0, 100, (4, 12))
+    mask = torch.ones(4, 12)
+    before = critic(input_ids=ids).logits[..., 0].detach()
+    returns = 3.0 * before - 0.7  # what the readings should have been
+    ev = _explained_variance(before, returns, mask)
+    a, b = calibrate_head(critic, before, returns, mask)
+    after = critic(input_ids=ids).logits[..., 0].detach()
+    assert (a, b) == pytest.approx((3.0, -0.7), abs=1e-4)
+    assert torch.allclose(after, returns, atol=1e-4)
+    assert _explained_variance(after, returns, mask) == pytest.approx(1.0)
+    assert ev < 1.0

@@ -1,0 +1,74 @@
+"""Every model the project writes loads back with the tokenizer it was trained with.
+
+A tokenizer that reloads as another class (with another pre-tokenizer or normaliser) cuts the
+same text into other tokens: a model trained before the save reads garbage after it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from codeprm.tiny import build_tiny_policy, build_tiny_prm, build_tokenizer
+from services.trainer.sft import SftConfig, train_sft
+
+TEXTS = [
+    'def f(ys):\n    """Add 3 to each."""\n    ys = [y + 3 for y in ys]\n    return sum(ys)\n',
+    "x = 1\r\n\tif x:\n\n        return  'é'  # tabs, CRLF, blank lines\n",
+    "    for y in ys:\n        total += y\n        out.append(total)\n    return out",
+]
+
+
+def assert_same_tokenizer(saved: Path, original: object) -> None:
+    loaded = AutoTokenizer.from_pretrained(saved)
+    assert type(loaded) is type(original)
+    assert json.loads(loaded.backend_tokenizer.to_str()) == json.loads(
+        original.backend_tokenizer.to_str()  # type: ignore[attr-defined]
+    )
+    for text in TEXTS:
+        a = original(text, return_offsets_mapping=True)  # type: ignore[operator]
+        b = loaded(text, return_offsets_mapping=True)
+        assert a["input_ids"] == b["input_ids"]
+        assert a["offset_mapping"] == b["offset_mapping"]
+    for name in ("eos_token_id", "pad_token_id", "bos_token_id"):
+        assert getattr(loaded, name) == getattr(original, name)
+
+
+@pytest.mark.parametrize("build", [build_tiny_policy, build_tiny_prm])
+def test_tiny_models_reload_their_tokenizer(tmp_path: Path, build: object) -> None:
+    saved = build(tmp_path / "model")  # type: ignore[operator]
+    assert_same_tokenizer(saved, build_tokenizer())
+
+
+def test_an_sft_policy_reloads_its_tokenizer(tmp_path: Path) -> None:
+    out = train_sft(
+        SftConfig(
+            out=tmp_path / "policy",
+            dataset="listfuncs-test",
+            limit_problems=20,
+            vocab_size=400,
+            hidden=16,
+            layers=1,
+            heads=2,
+            steps=2,
+            batch_size=2,
+            device="cpu",
+        )
+    )
+    # Rebuilt from the same corpus, the tokenizer is the one the model was trained with.
+    from codeprm.tiny import code_corpus
+    from contracts.datasets import load_problems
+
+    problems = load_problems("listfuncs-test")[:20]
+    corpus = [p.prompt + (p.solution or "") for p in problems] + code_corpus()[:6]
+    assert_same_tokenizer(out, build_tokenizer(400, corpus))
+
+
+def test_a_newline_is_cut_the_way_the_docstring_says() -> None:
+    tok = build_tokenizer(vocab_size=1024)
+    pieces = [tok.decode([i]) for i in tok("def f(x):\n    return x\n")["input_ids"]]
+    assert "):\n" in pieces  # a token that spans a line end
+    assert not any(p.startswith("\n ") for p in pieces)  # indentation is its own token

@@ -3,7 +3,7 @@
 At the last token of line m of the response: `r_m = lam * score_m / T`, T the number of code
 lines (the 1/T stopped PSGPO's policy from adding lines to collect reward). Comment and blank
 lines are neutral (no reward), lines without a score get none, every other token gets 0. Use a
-different `lam` for passing and failing rollouts (DESIGN.md); the unit-test reward goes on the
+different `lam` for passing and failing rollouts (docs/design.md); the unit-test reward goes on the
 final token and the KL penalty on every token, both outside this function.
 
 `offsets` are the policy tokenizer's character spans of the *response* tokens, relative to the

@@ -1,4 +1,4 @@
-"""Executor wire schemas (DESIGN.md, "Executor"). Field names here are fixed by the design."""
+"""Executor wire schemas (docs/design.md, "Executor"). Field names here are fixed there."""
 
 from __future__ import annotations
 

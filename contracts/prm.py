@@ -1,6 +1,6 @@
 """PRM server wire schemas (`/v1/score`, OpenRLHF's `/get_reward`) and the checkpoint's metadata.
 
-Field names follow DESIGN.md; they are relied on by external tools.
+Field names follow docs/design.md; they are relied on by external tools.
 """
 
 from __future__ import annotations

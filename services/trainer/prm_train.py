@@ -332,23 +332,28 @@ def _optimizer_step(
 def _evaluate(
     prm: LoadedPrm, held_out: list[Encoded], config: TrainPrmConfig, threshold: float
 ) -> PrmMetrics:
-    prm.model.eval()
-    ordered = sorted(held_out, key=lambda e: len(e.lines.input_ids))
-    scores: list[list[float | None]] = []
-    for start in range(0, len(ordered), config.batch_size):
-        scores += forward(prm, [e.lines for e in ordered[start : start + config.batch_size]])
+    ordered, scores = _line_scores(prm, held_out, config.batch_size)
     return evaluate(scores, [e.labels for e in ordered], threshold)
 
 
 def _evaluate_on_policy(
     prm: LoadedPrm, programs: list[Encoded], config: TrainPrmConfig, threshold: float
 ) -> OnPolicyMetrics:
+    ordered, scores = _line_scores(prm, programs, config.batch_size)
+    return on_policy(scores, [e.labels for e in ordered], [e.passed for e in ordered], threshold)
+
+
+def _line_scores(
+    prm: LoadedPrm, programs: list[Encoded], batch_size: int
+) -> tuple[list[Encoded], list[list[float | None]]]:
+    """The PRM's line scores of every program, in batches of similar length (little padding);
+    returns the programs in the order scored, with their scores."""
     prm.model.eval()
     ordered = sorted(programs, key=lambda e: len(e.lines.input_ids))
     scores: list[list[float | None]] = []
-    for start in range(0, len(ordered), config.batch_size):
-        scores += forward(prm, [e.lines for e in ordered[start : start + config.batch_size]])
-    return on_policy(scores, [e.labels for e in ordered], [e.passed for e in ordered], threshold)
+    for start in range(0, len(ordered), batch_size):
+        scores += forward(prm, [e.lines for e in ordered[start : start + batch_size]])
+    return ordered, scores
 
 
 def _policy_row(metrics: OnPolicyMetrics) -> dict[str, float | int | None]:

@@ -36,11 +36,8 @@ def _fast(tok: Tokenizer, **special: str) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, **special)
 
 
-def byte_level() -> PreTrainedTokenizerFast:
-    """GPT-2's byte-level pre-tokenizer: a newline and the indentation after it merge."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+def _byte_level_bpe(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    """Train `tok` (a byte-level pre-tokenizer already set) on the code corpus."""
     trainer = trainers.BpeTrainer(
         vocab_size=1024,
         special_tokens=["<|endoftext|>"],
@@ -49,6 +46,14 @@ def byte_level() -> PreTrainedTokenizerFast:
     )
     tok.train_from_iterator(code_corpus(), trainer)
     return _fast(tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def byte_level() -> PreTrainedTokenizerFast:
+    """GPT-2's byte-level pre-tokenizer: a newline and the indentation after it merge."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return _byte_level_bpe(tok)
 
 
 def tiny_models_tokenizer() -> PreTrainedTokenizerFast:
@@ -64,14 +69,7 @@ def qwen_style() -> PreTrainedTokenizerFast:
         ]
     )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1024,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(code_corpus(), trainer)
-    return _fast(tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    return _byte_level_bpe(tok)
 
 
 def sentencepiece_style() -> PreTrainedTokenizerFast:

@@ -110,24 +110,9 @@ def tokenizer():  # type: ignore[no-untyped-def]
 def gpt2_style():  # type: ignore[no-untyped-def]
     """GPT-2's byte-level pre-tokenizer: a newline and the indentation after it merge into
     one token, the hard case for placing a reward at a line's last token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tests.contracts.test_geometry import byte_level
 
-    from codeprm.tiny import code_corpus
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1024,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(code_corpus(), trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
+    return byte_level()
 
 
 def test_dense_rewards_sit_on_each_code_lines_last_token_despite_newline_indent_merges(

@@ -30,19 +30,12 @@ from typing import Any
 
 from common import start_executor, start_prm_server, torch_machine
 
+from codeprm.demo import LEARNING  # the demo's PPO settings, measured for this policy size
 from services.trainer.plots import plot_curves
 from services.trainer.ppo import train_ppo
 from services.trainer.ppo_config import Mode, PpoConfig
 
 MODES: tuple[Mode, ...] = ("outcome", "dense", "value_init", "dense+value_init")
-LEARNING: dict[str, Any] = {
-    # The demo's settings (codeprm/demo.py): a ~100k-parameter policy SFT'd at 5e-3.
-    "policy_lr": 2e-5,
-    "critic_lr": 1e-3,
-    "kl_coef": 0.01,
-    "ppo_epochs": 2,
-    "minibatch_size": 8,
-}
 
 
 def main() -> None:

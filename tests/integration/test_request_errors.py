@@ -5,7 +5,6 @@ below is fuzzed by putting each bad value at each of its leaves in turn."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,8 +16,8 @@ import pytest
 
 from codeprm.stack import free_port, wait_ready
 from tests.bodies import fuzzed
-from tests.conftest import REDIS_URL
 from tests.contained import ContainedExecutor
+from tests.labeler.test_runs import labeler_env
 from tests.servers import start_prm_server
 
 pytestmark = pytest.mark.slow
@@ -123,13 +122,7 @@ def test_prm_server(prm_server: str, path: str) -> None:
 
 def test_labeler(contained_executor: ContainedExecutor, redis_namespace: str) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": REDIS_URL,
-        "CODEPRM_LABELER_QUEUE_NAME": f"{redis_namespace}:q",
-        "CODEPRM_LABELER_KEY_PREFIX": redis_namespace,
-        "CODEPRM_LABELER_EXECUTOR_URL": contained_executor.url,
-    }
+    env = labeler_env(redis_namespace, contained_executor.url)
     api = subprocess.Popen(
         [sys.executable, "-m", "codeprm", "label", "serve", "--port", str(port)],
         env=env,

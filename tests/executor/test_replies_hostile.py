@@ -20,6 +20,7 @@ import pytest
 
 from services.executor import replies, wire
 from tests.contained import ContainedExecutor, require_isolation
+from tests.executor import test_judge
 from tests.executor.malformed import MALFORMED_CALL_REPLIES
 
 pytestmark = pytest.mark.slow
@@ -27,14 +28,7 @@ pytestmark = pytest.mark.slow
 CATCH_ALL = {
     "kind": "assert",
     "entry_point": "f",
-    "code": textwrap.dedent("""
-        def check(candidate):
-            for _ in range(3):
-                try:
-                    assert candidate(1) == 2
-                except BaseException:
-                    pass
-        """),
+    "code": test_judge.CATCH_ALL,  # tests that catch everything, even BaseException
 }
 CALL = {"kind": "call", "entry_point": "f", "cases": [{"args": [1], "expected": 2}] * 3}
 CORRECT = "def f(x):\n    return x + 1\n"

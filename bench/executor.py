@@ -109,9 +109,8 @@ sys.exit(1 if failed else 0)
 """
 
 
-def fork_runners(rounds: int) -> list[subprocess.Popen[str]]:
-    """Two lean runners, each holding half the programs, started and waiting for "go"."""
-    sources = [program(p) for p in PROBLEMS] * rounds
+def fork_runners(sources: list[str]) -> list[subprocess.Popen[str]]:
+    """Two lean runners, each holding half of `sources`, started and waiting for "go"."""
     runners = []
     for half in (sources[0::2], sources[1::2]):
         runner = subprocess.Popen(
@@ -204,7 +203,7 @@ class Spent:
 def one_round(service: int, url: str) -> dict[str, Spent]:
     """What each contender spends on one pass over the problems: wall-clock time, and CPU
     time wherever it went (codeprm: this client and the whole service's process tree)."""
-    runners = fork_runners(1)  # their start-up is neither timed nor counted
+    runners = fork_runners([program(p) for p in PROBLEMS])  # start-up neither timed nor counted
 
     def codeprm() -> float:
         before = tree_cpu_s(service)

@@ -7,8 +7,9 @@ kernel kills one of them and counts an `oom_kill` event: a fact the program cann
 
 One cgroup per worker, reused by every execution of the worker (they run one at a time). Its
 zygote joins it once, so every sandbox is forked into it (no migration per execution); the
-zygote and the reaper stay at oom_score_adj 0 while each candidate raises its own to 1000, so
-the kernel always picks a candidate's process. Judges go back to the worker's own cgroup.
+zygote and the reaper stay at their oom_score_adj while each candidate is forked with 1000
+(the zygote raises its own for the fork only), so the kernel always picks a candidate's
+process. Judges go back to the worker's own cgroup.
 
 Made while the worker is still root (before `jail.isolate_worker` drops privileges) and used
 through file descriptors opened then: the worker's root has no /sys.

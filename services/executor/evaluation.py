@@ -267,7 +267,7 @@ class Executor:
             "stdin": stdin,
             "output_limit_bytes": s.output_limit_bytes,
             # Sent to the worker as raw frames it forwards without decoding (`wire.encode_job`).
-            "program": {"mode": mode, "code": code, "limits": limits},
+            "program": {"mode": mode, "code": code, "memory_mb": memory_mb},
             "judge": judge,
         }
 

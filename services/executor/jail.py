@@ -1,7 +1,7 @@
 """The sandbox's walls.
 
-Two levels, so that the expensive part is done once per worker and the per-execution part is
-cheap enough to prepare ahead of each request:
+Three levels, so that the expensive part is done once per worker and what is left per
+execution is as little as possible:
 
 * `isolate_worker` (once, in each worker process): drop to an unprivileged uid, enter a new user
   and mount namespace, and pivot into a minimal read-only root holding only the system
@@ -9,18 +9,23 @@ cheap enough to prepare ahead of each request:
   no service files, no sockets of other services.
   It also gets an empty network namespace of its own.
 * `prepare_sandboxes` (once, in the zygote that forks sandboxes): empty the capability
-  bounding set, and set no_new_privs and non-dumpable, which every sandbox inherits.
-* `enter_sandbox` (per execution, in a process cloned into new mount, IPC and UTS
-  namespaces): mount a size-capped tmpfs scratch directory at /tmp (and, for a judge, in a
-  pid namespace of its own, a fresh /proc), then drop every capability, so nothing it runs
-  can ever regain one. Its uid is the worker namespace's 0, which is the host's `nobody` (or
-  the service's own uid when that is not root).
+  bounding set, and set no_new_privs and non-dumpable, which every sandbox inherits. The
+  zygote then makes the candidates' pid, mount, IPC and UTS namespaces (hostname `sandbox`)
+  and, once its privileged set-up is over, drops every capability itself
+  (`linux.clear_capabilities`): candidates are born with none.
+* Per execution: a fresh size-capped tmpfs at the candidates' /tmp (`renew_scratch`, by the
+  reaper of their pid namespace, before each candidate is forked). A judge, long-lived, makes
+  its own namespaces and scratch once (`enter_judge_sandbox`).
 
-The user, network and (for candidates) pid namespaces are per worker rather than per
-execution (creating and destroying them is most of the cost of a sandbox). A worker runs one
-execution at a time and every process of an execution is dead before the next one starts, so
-two executions never share them at the same time and nothing of one can be left for the next
-(the pid counter included: `zygote` resets it).
+The user, network, pid, mount, IPC and UTS namespaces of candidates are per worker rather than
+per execution (creating and destroying them is most of the cost of a sandbox). A worker runs
+one execution at a time, every process of an execution is dead before the next one starts,
+and what a namespace could carry from one to the next is reset or refused: the pid counter
+(`zygote` resets it), the scratch (a new tmpfs each time, with its own inode numbers), the
+hostname (no capability to change it, and seccomp), SysV IPC and POSIX message queues
+(refused by seccomp: their objects and id counters would outlive the execution). Every
+candidate's uid is the worker namespace's 0, which is the host's `nobody` (or the service's own
+uid when that is not root).
 """
 
 from __future__ import annotations
@@ -170,12 +175,8 @@ def mount_proc() -> None:
     linux.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def enter_sandbox(scratch_mb: int, *, own_proc: bool) -> None:
-    """Called in a process just cloned into new mount, IPC and UTS namespaces (and a pid
-    namespace of its own if `own_proc`: then it mounts that namespace's /proc; candidates
-    share their worker's pid namespace, whose /proc their zygote had mounted once)."""
-    if own_proc:
-        mount_proc()
+def mount_scratch(scratch_mb: int) -> None:
+    """A fresh, empty tmpfs at /tmp, the only writable place in a sandbox."""
     linux.mount(
         "tmpfs",
         "/tmp",
@@ -183,6 +184,21 @@ def enter_sandbox(scratch_mb: int, *, own_proc: bool) -> None:
         MS_NOSUID | MS_NODEV,
         f"size={scratch_mb}m,nr_inodes=4096,mode=1777",
     )
+
+
+def renew_scratch(scratch_mb: int) -> None:
+    """Replace the /tmp the previous execution used by a fresh one (nothing of it is left:
+    its files, timestamps and its inode counter go with the detached tmpfs)."""
+    linux.umount("/tmp", MNT_DETACH)
+    mount_scratch(scratch_mb)
+
+
+def enter_judge_sandbox(scratch_mb: int) -> None:
+    """Called in a judge just cloned into new pid, mount, IPC and UTS namespaces: that pid
+    namespace's /proc, a scratch /tmp, then no capability, so nothing it runs can ever regain
+    one."""
+    mount_proc()
+    mount_scratch(scratch_mb)
     os.chdir("/tmp")
     socket.sethostname("sandbox")
     linux.clear_capabilities()  # last: the mounts above needed CAP_SYS_ADMIN

@@ -39,28 +39,34 @@ class Limits:
     fsize_mb: int
     nofile: int
 
-    def apply(self, *, cgroup_first: bool) -> None:
-        """Hard limits (soft = hard), so the program cannot raise them again.
+    def apply_to(self, pid: int, *, cgroup_first: bool) -> None:
+        """Set a candidate's limits from outside (its parent, the worker, before it hands over
+        the job: nothing of the candidate's own runs meanwhile, and a freshly forked process
+        would pay copy-on-write faults for every object these calls touch). Hard limits
+        (soft = hard), so the program cannot raise them again.
 
         With a memory cgroup (`cgroup_first`) RLIMIT_AS is the second wall, set well above
         memory_mb: Python maps address space it never touches, and a program that really uses
         its memory must meet the cgroup's limit (a kernel fact: `memory_limit`) first, not a
         MemoryError it could as well have raised itself."""
         cpu = max(1, int(self.cpu_s + 0.999))
-        # The kernel sends SIGXCPU at the soft limit and SIGKILL at the hard one.
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         mem = self.memory_mb * 1024 * 1024
         address_space = 2 * mem + (256 << 20) if cgroup_first else mem
-        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
         # glibc sizes thread stacks from RLIMIT_STACK: keep it small so threads stay cheap.
         stack = min(16, self.memory_mb // 8) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_STACK, (stack, stack))
-        resource.setrlimit(resource.RLIMIT_NPROC, (self.nproc, self.nproc))
         fsize = self.fsize_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+        for limit, soft, hard in (
+            # The kernel sends SIGXCPU at the soft limit and SIGKILL at the hard one.
+            (resource.RLIMIT_CPU, cpu, cpu + 1),
+            (resource.RLIMIT_AS, address_space, address_space),
+            (resource.RLIMIT_STACK, stack, stack),
+            (resource.RLIMIT_NPROC, self.nproc, self.nproc),
+            (resource.RLIMIT_FSIZE, fsize, fsize),
+            (resource.RLIMIT_NOFILE, self.nofile, self.nofile),
+            (resource.RLIMIT_CORE, 0, 0),
+            (resource.RLIMIT_MSGQUEUE, 0, 0),
+        ):
+            resource.prlimit(pid, limit, (soft, hard))
 
 
 def standard_streams() -> None:
@@ -90,8 +96,8 @@ def standard_streams() -> None:
 
 
 def become_program(stdin_fd: int, stdout_fd: int, stderr_fd: int, keep: tuple[int, ...]) -> None:
-    """Make this forked process look like a fresh `python solution.py` (its limits are applied
-    once the job is known: `Limits.apply`). Keeps only fds 0-2 and `keep` open."""
+    """Make this forked process look like a fresh `python solution.py` (its limits are set by
+    its worker once the job is known: `Limits.apply_to`). Keeps only fds 0-2 and `keep` open."""
     os.dup2(stdin_fd, 0)
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)

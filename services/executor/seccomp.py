@@ -1,19 +1,22 @@
-"""The sandbox's system-call filters (seccomp BPF), built here and installed by `jail`.
+"""The sandbox's system-call filters (seccomp BPF), built here and installed by `zygote`.
 
-Two filters, stacked (the kernel runs both on every call; either one can refuse):
+Three filters, stacked (the kernel runs every one on every call; any one can refuse):
 
-* `KERNEL_SURFACE` (once, in the zygote; every sandbox inherits it): refuses the kernel
+* `kernel_surface` (once, in the zygote; every sandbox inherits it): refuses the kernel
   surfaces a test program has no use for and that could outlive an execution, reach another
-  one or help an escape: keyrings, bpf, perf_event_open, userfaultfd, io_uring, new user
-  namespaces, mount and friends, ptrace and reading or writing another process's memory,
-  modules, kexec, reboot, the clock, ... It also refuses every way a program could make one
-  of its processes die "by SIGSYS" (sending it, timers, F_SETSIG, a clone exit signal), so
-  that a death by SIGSYS is a fact only the next filter can produce.
-* `SandboxFilter` (per sandbox, after its own set-up): also refuses mount, unshare,
-  namespaces in clone and hostname changes (the set-up and the zygote need those), and kills the
-  process (SIGSYS) when it asks for a single mapping larger than its memory limit: that
+  one or help an escape: keyrings, SysV IPC and POSIX message queues (objects that outlive
+  their process by design, with per-namespace id counters), bpf, perf_event_open,
+  userfaultfd, io_uring, new user namespaces, mount and friends, ptrace and reading or writing
+  another process's memory, modules, kexec, reboot, the clock, ... It also refuses every way
+  a program could make one of its processes die "by SIGSYS" (sending it, timers, F_SETSIG, a
+  clone exit signal), so that a death by SIGSYS is a fact only `memory_rules` can produce.
+* `sandbox_rules` (once, in the zygote once its own privileged set-up is over, and in each
+  judge after its own): also refuses mount, unshare, namespaces in clone and hostname changes.
+* `memory_rules` (per candidate, once its job's memory limit is known; `MemoryFilter`): kills
+  the process (SIGSYS) when it asks for a single mapping larger than its memory limit: that
   mapping could never be used, and the kill is an unforgeable `memory_limit` where a refused
-  allocation would only be a MemoryError the program can print itself.
+  allocation would only be a MemoryError the program can print itself. A few instructions, so
+  that installing it costs a candidate little.
 
 Refusals are EPERM (ENOSYS for clone3, so that glibc falls back to clone, whose flags a filter
 can read). x86-64 only; a call through another ABI (int 0x80, x32) is refused.
@@ -100,6 +103,17 @@ def _program(rules: list[Instruction]) -> list[Instruction]:
 # -- x86-64 system call numbers ---------------------------------------------------------------
 
 NR = {
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "shmdt": 67,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
     "fcntl": 72,
     "ptrace": 101,
     "syslog": 103,
@@ -133,10 +147,16 @@ NR = {
     "io_submit": 209,
     "io_cancel": 210,
     "lookup_dcookie": 212,
+    "semtimedop": 220,
     "timer_create": 222,
     "clock_settime": 227,
     "tgkill": 234,
+    "mq_open": 240,
+    "mq_unlink": 241,
+    "mq_timedsend": 242,
+    "mq_timedreceive": 243,
     "mq_notify": 244,
+    "mq_getsetattr": 245,
     "kexec_load": 246,
     "add_key": 248,
     "request_key": 249,
@@ -186,8 +206,13 @@ NR = {
 # Refused outright: no test program needs them, and each is either state that outlives the
 # process (keyrings, AIO contexts), a way into another process or the kernel, or host-wide.
 REFUSED = (
-    # state outside the process that outlives it, or a channel to another execution
+    # state outside the process that outlives it, or a channel to another execution: keys,
+    # SysV IPC objects and POSIX message queues live on after their process, and their ids
+    # come from counters of the namespace (which every candidate of a worker shares)
     "add_key", "request_key", "keyctl",
+    "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semtimedop", "semctl",
+    "msgget", "msgsnd", "msgrcv", "msgctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_getsetattr",
     # kernel attack surface
     "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
     "io_uring_register", "io_setup", "io_destroy", "io_getevents", "io_submit", "io_cancel",
@@ -300,17 +325,22 @@ def _larger_than(arg: int, limit_hi: int, limit_lo: int) -> list[Instruction]:
     ]
 
 
-def sandbox_rules(memory_bytes: int) -> list[Instruction]:
-    """The per-sandbox filter (see the module docstring)."""
-    hi, lo = memory_bytes >> 32, memory_bytes & 0xFFFFFFFF
+def sandbox_rules() -> list[Instruction]:
+    """What a sandbox may no longer do once its own set-up is over (see the module docstring)."""
     rules: list[Instruction] = []
     for name in ("mount", "umount2", "sethostname", "setdomainname", "unshare"):
         rules += _refuse(NR[name])
     rules += _refuse_if_arg_has(NR["clone"], 0, _NAMESPACES)
+    return _program(rules)
+
+
+def memory_rules(memory_bytes: int) -> list[Instruction]:
+    """A candidate's single mappings beyond its memory limit (see the module docstring)."""
+    hi, lo = memory_bytes >> 32, memory_bytes & 0xFFFFFFFF
     # mmap(addr, length, prot, ...): a PROT_NONE mapping only reserves addresses (glibc
     # reserves 128 MiB per thread arena that way); RLIMIT_AS bounds those.
     larger = _larger_than(1, hi, lo)
-    rules += _when(NR["mmap"], [_ld(_arg_lo(2)), (_JEQ, len(larger) - 1, 0, 0), *larger])
+    rules = _when(NR["mmap"], [_ld(_arg_lo(2)), (_JEQ, len(larger) - 1, 0, 0), *larger])
     rules += _when(NR["mremap"], _larger_than(2, hi, lo))  # mremap(old, old_len, new_len)
     return _program(rules)
 
@@ -333,13 +363,13 @@ class Filter:
         linux.seccomp_set_filter(self._program)
 
 
-class SandboxFilter(Filter):
-    """`sandbox_rules`, with the memory limit written in just before it is installed."""
+class MemoryFilter(Filter):
+    """`memory_rules`, with the memory limit written in just before it is installed."""
 
     _HI, _LO = 0xFFFFFF01, 0xFFFFFF02  # placeholders, never left in an installed filter
 
     def __init__(self) -> None:
-        super().__init__(sandbox_rules((self._HI << 32) | self._LO))
+        super().__init__(memory_rules((self._HI << 32) | self._LO))
         self._slots = [
             (8 * i + 4, k == self._HI)
             for i, (_, _, _, k) in enumerate(self.instructions)

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.executor import cgroup, jail, linux, wire
+from services.executor import cgroup, jail, linux, runner, wire
 from services.executor.cgroup import MemoryCgroup
 from services.executor.zygote import (
     STARTED,
@@ -79,29 +79,46 @@ class Outcome:
 
 class Worker:
     def __init__(
-        self, zygote: Zygote, *, isolated: bool, memory: MemoryCgroup | None = None
+        self,
+        zygote: Zygote,
+        *,
+        isolated: bool,
+        memory: MemoryCgroup | None = None,
+        cpu: int | None = None,
     ) -> None:
         self.zygote = zygote
         self.isolated = isolated
         self.memory = memory
+        self.cpu = cpu  # the judge's: a judged candidate joins it (`SandboxConfig.cpu`)
         self.oom_kills = memory.oom_kills() if memory is not None else 0
         self.judge: JudgeSandbox | None = None
 
     def execute(self, job: dict[str, Any], program: bytearray, tests: bytearray) -> dict[str, Any]:
         sandbox = self.zygote.candidate()
+        judged = job["mode"] != "program"
         if self.memory is not None:
             self.memory.set_limit(int(job["limits"]["memory_mb"]) << 20)
         started = time.monotonic()
+        handover_failure = None
         try:
+            # Set from here, before the candidate has its job: it cannot run anything before.
+            limits = runner.Limits(**job["limits"])
+            limits.apply_to(sandbox.pid, cgroup_first=self.memory is not None)
+            if judged and self.cpu is not None:
+                os.sched_setaffinity(sandbox.pid, {self.cpu})
             wire.write_all(sandbox.job_w, program)
-        except BrokenPipeError:
-            pass  # the sandbox died before reading its job: supervision reports it
+        except OSError as exc:
+            # It died before reading its job, or we could not set its limits (then it gets
+            # no job, and exits without STARTED: a sandbox error). Supervision reports it.
+            handover_failure = f"could not hand the job to its sandbox: {exc}"
         finally:
             os.close(sandbox.job_w)
-        judge = self._hand_over(sandbox, tests) if job["mode"] != "program" else None
+        judge = self._hand_over(sandbox, tests) if judged else None
         os.close(sandbox.requests_w)
         os.close(sandbox.replies_r)
         outcome = self._supervise(sandbox, judge, job, started)
+        if handover_failure is not None and not outcome.started:
+            outcome.stderr += handover_failure.encode()
         wall = time.monotonic() - started
         if self.memory is not None:
             oom_kills = self.memory.oom_kills()
@@ -392,7 +409,7 @@ def main() -> None:
             cgroup=memory,
         )
     )
-    worker = Worker(zygote, isolated=config["isolated"], memory=memory)
+    worker = Worker(zygote, isolated=config["isolated"], memory=memory, cpu=config["cpu"])
     try:
         worker.judge = zygote.judge()
         zygote.order_candidate()

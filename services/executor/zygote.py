@@ -6,31 +6,39 @@ worker's own work (reading jobs, supervising them) causes no copy-on-write fault
 in the sandboxes. The zygote only ever receives one-byte orders; each answer is the new
 sandbox's pid and the worker's ends of its pipes, passed as SCM_RIGHTS. Sandboxes are cloned
 with CLONE_PARENT, so they are the worker's children: the worker reaps them, gets their
-resource usage, and kills them without racing a reused pid.
+resource usage, sets their limits (`runner.Limits.apply_to`) and kills them without racing a
+reused pid.
 
-Every candidate of a worker lives in one pid namespace made by its zygote, whose first process
-is a reaper (`_reaper_main`): it is that namespace's init, so the candidate is an ordinary
-process with the signal semantics of any program (`os.kill(os.getpid(), SIGKILL)`, an alarm,
-`raise_signal(SIGTERM)` end it), and it is still the worker's child (CLONE_PARENT), so the
-worker gets its exact wait status and resource usage. When a candidate is gone the worker asks
-the reaper to sweep: kill(-1) from a namespace's init kills every other process in it, so
-nothing an execution started outlives it (the next candidate is forked only after that), and
-the namespace's pid counter is reset, so every candidate is pid 2.
+Every candidate of a worker lives in one pid, mount, IPC and UTS namespace made by its zygote,
+whose first process is a reaper (`_reaper_main`): it is that pid namespace's init, so the
+candidate is an ordinary process with the signal semantics of any program
+(`os.kill(os.getpid(), SIGKILL)`, an alarm, `raise_signal(SIGTERM)` end it), and it is still
+the worker's child (CLONE_PARENT), so the worker gets its exact wait status and resource usage.
+When a candidate is gone the worker asks the reaper to sweep: kill(-1) from a namespace's init
+kills every other process in it, so nothing an execution started outlives it; the namespace's
+pid counter is reset, so every candidate is pid 2; and /tmp is replaced by a fresh tmpfs. The
+next candidate is forked only after that. If the worker dies, the zygote and then the reaper
+die with it (PDEATHSIG), and the kernel kills every process of the reaper's namespace.
 
-Two kinds of sandbox, both in fresh mount, IPC and UTS namespaces (`jail.enter_sandbox`):
+Two kinds of sandbox:
 
-* candidate, one per execution, in the sandboxes' pid namespace: reads its program from a
-  pipe, then becomes that program (`runner.run_program`) or, for assert and call tests,
+* candidate, one per execution, a plain fork into the namespaces above: reads its program from
+  a pipe, then becomes that program (`runner.run_program`) or, for assert and call tests,
   answers the judge's calls (`runner.serve_candidate`). The first byte it writes to stdout,
   `STARTED`, says that its set-up is over and the program's own code begins: a failure
   before it is the sandbox's (`sandbox_error`), anything after is the program's.
-* judge, long-lived, one per worker, in a pid namespace of its own: runs the trusted test
-  code of each judged execution against the candidate it is handed pipes to
+* judge, long-lived, one per worker, in pid, mount, IPC and UTS namespaces of its own: runs
+  the trusted test code of each judged execution against the candidate it is handed pipes to
   (`runner.serve_judge`). It lives on so that a judged execution costs one fork, not two; it
   never shares a namespace with a candidate.
 
-The zygote installs the seccomp filter (`seccomp.kernel_surface`) once, for every sandbox, and
-joins the worker's memory cgroup once (`cgroup`), so every candidate is forked into it.
+Everything a candidate can inherit is set up once, in the zygote, before the first fork: the
+seccomp filters (`seccomp.kernel_surface`, then `seccomp.sandbox_rules` once the zygote's own
+privileged set-up is over), the memory cgroup (`cgroup`), no capabilities at all, the
+standard streams. A forked child pays a copy-on-write fault for every page it writes, so
+what is left per candidate runs in as little Python as possible; its limits are set from
+outside, by the worker, and the only filter it installs itself is the few instructions that
+hold its job's memory limit (`seccomp.MemoryFilter`).
 """
 
 from __future__ import annotations
@@ -48,14 +56,16 @@ from services.executor.cgroup import MemoryCgroup
 
 SANDBOX_FAILURE = 70  # exit code of a sandbox whose set-up failed (EX_SOFTWARE)
 STARTED = b"\x00"  # a candidate's first byte on stdout: its set-up is over
-PER_EXECUTION_NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
+# A judge's, made when it is forked; the candidates' are made once, by their zygote.
+SANDBOX_NAMESPACES = (
+    linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS | linux.CLONE_NEWPID
+)
 _CANDIDATE, _JUDGE = b"c", b"j"
 _SWEEP, _SWEPT = b"s", b"k"
 _PID = 4  # bytes of the pid in an answer
 _ROLES = ("zygote", "sandbox", "judge", "judges", "reaper")
 _NAMES = {role: linux.process_name(f"codeprm-{role}") for role in _ROLES}
 _OOM_FIRST = b"1000"  # a candidate's oom_score_adj: the kernel's first choice in the cgroup
-_NO_LIMIT = (1 << 64) - 1
 _WALL = 0x40000000  # waitpid's __WALL
 
 
@@ -204,6 +214,21 @@ class Zygote:
 # -- inside the zygote ----------------------------------------------------------------------
 
 
+@dataclass
+class _OomScore:
+    """The zygote's own oom_score_adj, opened once: raised to `_OOM_FIRST` just for each
+    candidate's fork (the child inherits it), then put back, so that the zygote and the
+    reaper are never the kernel's choice in the cgroup while a candidate's processes are."""
+
+    fd: int
+    own: bytes
+
+    @classmethod
+    def open(cls) -> _OomScore:
+        fd = os.open("/proc/self/oom_score_adj", os.O_RDWR | os.O_CLOEXEC)
+        return cls(fd, os.pread(fd, 16, 0).strip())
+
+
 def _serve(
     control: socket.socket, reaper: socket.socket | None, config: SandboxConfig, worker_pid: int
 ) -> NoReturn:
@@ -216,19 +241,26 @@ def _serve(
         for fd in (0, 1):  # the worker's protocol pipes: no business of the zygote's
             os.dup2(devnull, fd)
         os.close(devnull)
-        flags = linux.CLONE_PARENT | (PER_EXECUTION_NAMESPACES if config.isolated else 0)
-        sandbox_filter = judges = None
+        memory_filter = judges = oom = None
         if config.isolated:
             assert reaper is not None
+            if config.cgroup is not None:
+                # Opened while still dumpable: a non-dumpable process's /proc files belong to
+                # the host's root.
+                oom = _OomScore.open()
             # Inherited by every sandbox: done once, not per fork.
             jail.prepare_sandboxes()
             if config.cgroup is not None:
                 config.cgroup.join()
             seccomp.Filter(seccomp.kernel_surface()).install()
-            sandbox_filter = seccomp.SandboxFilter()
-            # Before the candidates' pid namespace exists: judges are forked outside it.
-            judges = _start_judge_factory(control, reaper, flags, config, sandbox_filter)
-            _start_reaper(reaper)
+            # Before the candidates' namespaces exist: judges are forked outside them.
+            judges = _start_judge_factory(control, reaper, config)
+            _start_reaper(reaper, config.scratch_mb)
+            # Privileged set-up over: candidates are born with no capability, under both
+            # filters, and can only add the one that holds their memory limit.
+            linux.clear_capabilities()
+            seccomp.Filter(seccomp.sandbox_rules()).install()
+            memory_filter = seccomp.MemoryFilter()
         runner.standard_streams()
     except BaseException:
         traceback.print_exc()
@@ -241,9 +273,9 @@ def _serve(
             continue
         try:
             if order == _CANDIDATE:
-                pid, fds = _fork_candidate(control, flags, config, sandbox_filter)
+                pid, fds = _fork_candidate(control, config, memory_filter, oom)
             else:
-                pid, fds = _fork_judge(control, flags, config, sandbox_filter)
+                pid, fds = _fork_judge(control, 0, config)
         except OSError as exc:  # e.g. EAGAIN: out of processes; the worker reports it
             _answer(control, _failure(exc), [])
             continue
@@ -265,16 +297,12 @@ def _answer(channel: socket.socket, data: bytes, fds: list[int]) -> None:
 
 
 def _start_judge_factory(
-    control: socket.socket,
-    reaper: socket.socket,
-    flags: int,
-    config: SandboxConfig,
-    sandbox_filter: seccomp.SandboxFilter | None,
+    control: socket.socket, reaper: socket.socket, config: SandboxConfig
 ) -> socket.socket:
-    """A process that forks judges, each in a pid namespace of its own. It stays in the
-    zygote's pid namespace while every candidate is forked into the reaper's, so no judge is
-    ever inside (visible to, or killable from) the candidates' namespace. Like the zygote's,
-    its sandboxes are the worker's children (CLONE_PARENT, and it is the worker's child)."""
+    """A process that forks judges, each in namespaces of its own. It stays in the zygote's
+    namespaces while every candidate lives in the reaper's, so no judge is ever inside
+    (visible to, or killable from) the candidates' pid namespace. Like the zygote's, its
+    sandboxes are the worker's children (CLONE_PARENT, and it is the worker's child)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     if linux.fork_into_namespaces(linux.CLONE_PARENT) == 0:
         try:
@@ -285,9 +313,7 @@ def _start_judge_factory(
             linux.set_process_name(_NAMES["judges"])
             while theirs.recv(1):
                 try:
-                    pid, fds = _fork_judge(
-                        theirs, flags | linux.CLONE_NEWPID, config, sandbox_filter
-                    )
+                    pid, fds = _fork_judge(theirs, SANDBOX_NAMESPACES, config)
                 except OSError as exc:
                     _answer(theirs, _failure(exc), [])
                     continue
@@ -298,41 +324,45 @@ def _start_judge_factory(
     return ours
 
 
-def _start_reaper(channel: socket.socket) -> None:
-    """Make the candidates' pid namespace, its init, the reaper (the first child), and the
-    /proc every candidate sees: that namespace's, mounted once, in a mount namespace of the
-    zygote's own (each candidate's is a copy of it)."""
-    linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWPID)
+def _start_reaper(channel: socket.socket, scratch_mb: int) -> None:
+    """Make the candidates' namespaces (pid, mount, IPC, UTS), their init, the reaper (the
+    first child), and what every candidate sees there: that namespace's /proc, mounted once,
+    a hostname, and a fresh /tmp per execution (`_reaper_main`)."""
+    linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
+    socket.sethostname("sandbox")
     mounted_r, mounted_w = os.pipe()
     if linux.fork_into_namespaces(0) == 0:
         os.close(mounted_r)
-        _reaper_main(channel, mounted_w)
+        _reaper_main(channel, mounted_w, scratch_mb)
     os.close(mounted_w)
     mounted = os.read(mounted_r, 1)
     os.close(mounted_r)
     channel.close()
     if not mounted:
-        raise OSError("the reaper could not mount the candidates' /proc")
+        raise OSError("the reaper could not mount the candidates' /proc and /tmp")
 
 
-def _reaper_main(channel: socket.socket, mounted: int) -> NoReturn:
+def _reaper_main(channel: socket.socket, mounted: int, scratch_mb: int) -> NoReturn:
     """Pid 1 of the candidates' namespace: reaps orphans, sweeps when the worker asks.
 
-    It keeps its capabilities (in the worker's user namespace) for one reason: to reset the
-    namespace's pid counter after each sweep, so that every candidate is pid 2. Otherwise the
-    counter would be state an execution leaves to the next: fork k times, and the next
-    candidate's pid tells k. A candidate cannot reach it (init: no signal from inside takes
-    effect without its consent; non-dumpable; ptrace refused)."""
+    It keeps its capabilities (in the worker's user namespace) for two reasons: to reset the
+    namespace's pid counter after each sweep, so that every candidate is pid 2 (otherwise
+    the counter would be state an execution leaves to the next: fork k times, and the next
+    candidate's pid tells k), and to give each execution a fresh /tmp. A candidate cannot
+    reach it (init: no signal from inside takes effect without its consent; non-dumpable;
+    ptrace refused)."""
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # with the zygote
         linux.set_process_name(_NAMES["reaper"])
         jail.mount_proc()  # procfs shows the pid namespace of whoever mounts it: ours
+        jail.mount_scratch(scratch_mb)
         os.write(mounted, b"m")
         last_pid = os.open("/proc/sys/kernel/ns_last_pid", os.O_WRONLY)
         runner.close_fds_except((channel.fileno(), last_pid))
         while channel.recv(1):
             _sweep()
             os.pwrite(last_pid, b"1", 0)
+            jail.renew_scratch(scratch_mb)
             channel.send(_SWEPT)
     finally:
         os._exit(0)
@@ -355,9 +385,9 @@ def _sweep() -> None:
 
 def _fork_candidate(
     control: socket.socket,
-    flags: int,
     config: SandboxConfig,
-    sandbox_filter: seccomp.SandboxFilter | None,
+    memory_filter: seccomp.MemoryFilter | None,
+    oom: _OomScore | None,
 ) -> tuple[int, list[int]]:
     job_r, job_w = os.pipe()
     stdin_r, stdin_w = os.pipe()
@@ -367,49 +397,39 @@ def _fork_candidate(
     replies_r, replies_w = os.pipe()
     ours = [job_w, stdin_w, stdout_r, stderr_r, requests_w, replies_r]
     theirs = [job_r, stdin_r, stdout_w, stderr_w, requests_r, replies_w]
-    pid = linux.fork_into_namespaces(flags)
+    if oom is not None:
+        os.pwrite(oom.fd, _OOM_FIRST, 0)
+    pid = linux.fork_into_namespaces(linux.CLONE_PARENT)
     if pid == 0:
-        control.close()
-        for fd in ours:
-            os.close(fd)
-        _candidate_main(config, sandbox_filter, *theirs)
+        _candidate_main(config, memory_filter, *theirs)
+    if oom is not None:
+        os.pwrite(oom.fd, oom.own, 0)
     for fd in theirs:
         os.close(fd)
     return pid, ours
 
 
 def _fork_judge(
-    control: socket.socket,
-    flags: int,
-    config: SandboxConfig,
-    sandbox_filter: seccomp.SandboxFilter | None,
+    control: socket.socket, namespaces: int, config: SandboxConfig
 ) -> tuple[int, list[int]]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = linux.fork_into_namespaces(flags)
+    pid = linux.fork_into_namespaces(linux.CLONE_PARENT | namespaces)
     if pid == 0:
         control.close()
         ours.close()
-        _judge_main(config, sandbox_filter, theirs)
+        _judge_main(config, theirs)
     theirs.close()
     return pid, [ours.detach()]
 
 
 # -- inside a sandbox, before any untrusted code --------------------------------------------
-
-
-def _enter(config: SandboxConfig, role: str) -> None:
-    # The worker gone means nobody enforces limits any more: die with it.
-    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-    linux.set_process_name(_NAMES[role])
-    if config.isolated:
-        jail.enter_sandbox(config.scratch_mb, own_proc=role == "judge")
-    # Own session: kill(0, ...) inside reaches only this sandbox's processes.
-    os.setsid()
+# A candidate runs this part in a freshly forked process, where every page it writes is a
+# copy-on-write fault: what could be done once, in the zygote, is; the rest is kept short.
 
 
 def _candidate_main(
     config: SandboxConfig,
-    sandbox_filter: seccomp.SandboxFilter | None,
+    memory_filter: seccomp.MemoryFilter | None,
     job_r: int,
     stdin_r: int,
     stdout_w: int,
@@ -419,31 +439,27 @@ def _candidate_main(
 ) -> NoReturn:
     failures = stderr_w  # where our own failure is told: the program's stderr
     try:
-        _enter(config, "sandbox")
-        if config.cgroup is not None:
-            # Non-dumpable leaves /proc/self to the host's root: dumpable for this one write,
-            # while nothing but our own code runs here.
-            linux.prctl(linux.PR_SET_DUMPABLE, 1)
-            with open("/proc/self/oom_score_adj", "wb", buffering=0) as f:
-                f.write(_OOM_FIRST)
-            linux.prctl(linux.PR_SET_DUMPABLE, 0)
-        # Everything that does not depend on the job is done before it arrives.
+        linux.set_process_name(_NAMES["sandbox"])
+        if config.isolated:
+            os.chdir("/tmp")  # this execution's fresh scratch
+        else:  # no reaper's namespace to die with: die with the worker
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Own session: kill(0, ...) inside reaches only this sandbox's processes.
+        os.setsid()
+        # Everything that does not depend on the job is done before it arrives; the zygote's
+        # fds (its control socket, the worker's ends of our pipes) go here too.
         runner.become_program(stdin_r, stdout_w, stderr_w, keep=(job_r, requests_r, replies_w))
         failures = 2
         program = wire.read_frame(job_r)
         os.close(job_r)
-        if program is None:
+        if program is None:  # no job (the worker is closing, or could not set our limits)
             os._exit(0)
-        limits = runner.Limits(**program["limits"])
         judged = program["mode"] != "program"
-        if judged and config.cpu is not None:
-            os.sched_setaffinity(0, {config.cpu})
         if not judged:
             os.close(requests_r)
             os.close(replies_w)
-        limits.apply(cgroup_first=config.cgroup is not None)
-        if sandbox_filter is not None:
-            sandbox_filter.install_with_limit(limits.memory_mb << 20)
+        if memory_filter is not None:
+            memory_filter.install_with_limit(program["memory_mb"] << 20)
         os.write(1, STARTED)
     except BaseException:
         # Our own failure, before any untrusted code ran: the worker sees no STARTED.
@@ -454,13 +470,16 @@ def _candidate_main(
     runner.run_program(program["code"])
 
 
-def _judge_main(
-    config: SandboxConfig, sandbox_filter: seccomp.SandboxFilter | None, channel: socket.socket
-) -> NoReturn:
+def _judge_main(config: SandboxConfig, channel: socket.socket) -> NoReturn:
     try:
-        if config.cgroup is not None:
-            config.cgroup.leave()  # the candidates' memory limit is not the judge's
-        _enter(config, "judge")
+        # The worker gone means nobody enforces limits any more: die with it.
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        linux.set_process_name(_NAMES["judge"])
+        if config.isolated:
+            if config.cgroup is not None:
+                config.cgroup.leave()  # the candidates' memory limit is not the judge's
+            jail.enter_judge_sandbox(config.scratch_mb)
+        os.setsid()
         if config.cpu is not None:
             os.sched_setaffinity(0, {config.cpu})
         devnull = os.open("/dev/null", os.O_RDWR)
@@ -470,8 +489,8 @@ def _judge_main(
         memory = config.judge_memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if sandbox_filter is not None:
-            sandbox_filter.install_with_limit(_NO_LIMIT)  # its memory limit is RLIMIT_AS
+        if config.isolated:
+            seccomp.Filter(seccomp.sandbox_rules()).install()
         runner.serve_judge(channel)
     finally:  # a forked child must never return into the zygote's loop
         os._exit(SANDBOX_FAILURE)

@@ -113,6 +113,7 @@ CHANNELS = [
         shmid = libc.shmget(0x5EED, 0, 0)
         print("absent" if shmid < 0 else f"found {ctypes.string_at(libc.shmat(shmid, None, 0), 32)!r}")
         """),  # noqa: E501
+        refused=True,
     ),
     Channel(
         "sysv_message_queue",
@@ -129,6 +130,7 @@ CHANNELS = [
         queue = libc.msgget(0x5EEE, 0)
         print("absent" if queue < 0 else "found")
         """),
+        refused=True,
     ),
     Channel(
         "sysv_semaphore",
@@ -142,6 +144,7 @@ CHANNELS = [
         sem = libc.semget(0x5EEF, 0, 0)
         print("absent" if sem < 0 else f"found {libc.semctl(sem, 0, 12)}")
         """),
+        refused=True,
     ),
     Channel(
         "posix_shared_memory",
@@ -177,6 +180,7 @@ CHANNELS = [
         rt = ctypes.CDLL("librt.so.1", use_errno=True)
         print("absent" if rt.mq_open(b"/codeprm-probe", os.O_RDONLY) < 0 else "found")
         """),
+        refused=True,
     ),
     Channel(
         "abstract_socket_held_by_a_daemon",
@@ -235,6 +239,22 @@ CHANNELS = [
                 if "{TOKEN}" in f.read():
                     found.append(name)
         print("absent" if not found else f"found {{found}}")
+        """),
+    ),
+    Channel(
+        "tmpfs_inode_counter",  # a /tmp that lived on would number the next file after them
+        LIBC
+        + src("""
+        for i in range(300):
+            open(f"/tmp/f{i}", "w").close()
+            os.unlink(f"/tmp/f{i}")
+        print("stored", flush=True)
+        """),
+        LIBC
+        + src("""
+        with open("/tmp/probe", "w") as f:
+            ino = os.fstat(f.fileno()).st_ino
+        print("absent" if ino < os.stat("/tmp").st_ino + 10 else f"found inode {ino}")
         """),
     ),
     Channel(
@@ -367,6 +387,10 @@ SURFACES = {  # system call: arguments that would succeed for an unfiltered, unp
     "socket_af_alg": "41, 38, 5, 0",
     "socket_af_vsock": "41, 40, 1, 0",
     "socket_af_tipc": "41, 30, 2, 0",
+    "shmget": "29, 0, 4096, 0o1600",
+    "semget": "64, 0, 1, 0o1600",
+    "msgget": "68, 0, 0o1600",
+    "mq_open": "240, b'codeprm-probe', os.O_CREAT | os.O_RDWR, 0o600, None",
 }
 
 

@@ -38,22 +38,25 @@ def _check_program(program: list[Instruction]) -> None:
 
 def test_the_programs_are_well_formed() -> None:
     _check_program(seccomp.kernel_surface())
-    _check_program(seccomp.sandbox_rules(512 << 20))
-    _check_program(seccomp.sandbox_rules(1 << 40))
-    assert seccomp.SandboxFilter()._slots, "the limit has places to go"
+    _check_program(seccomp.sandbox_rules())
+    _check_program(seccomp.memory_rules(512 << 20))
+    _check_program(seccomp.memory_rules(1 << 40))
+    assert seccomp.MemoryFilter()._slots, "the limit has places to go"
 
 
 def _in_filtered_child(memory_bytes: int, probe: Callable[[], object]) -> tuple[int, object]:
-    """(wait status, what `probe` returned) of a child running under both filters."""
+    """(wait status, what `probe` returned) of a child running under the three filters, as a
+    candidate does."""
     r, w = os.pipe()
-    sandbox = seccomp.SandboxFilter()
+    memory = seccomp.MemoryFilter()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
             linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
             seccomp.Filter(seccomp.kernel_surface()).install()
-            sandbox.install_with_limit(memory_bytes)
+            seccomp.Filter(seccomp.sandbox_rules()).install()
+            memory.install_with_limit(memory_bytes)
             os.write(w, json.dumps(probe()).encode())
         finally:
             os._exit(0)

@@ -9,14 +9,17 @@ Three filters, stacked (the kernel runs every one on every call; any one can ref
   userfaultfd, io_uring, new user namespaces, mount and friends, ptrace and reading or writing
   another process's memory, modules, kexec, reboot, the clock, ... It also refuses every way
   a program could make one of its processes die "by SIGSYS" (sending it, timers, F_SETSIG, a
-  clone exit signal), so that a death by SIGSYS is a fact only `memory_rules` can produce.
+  clone exit signal), so that a death by SIGSYS is a fact only `candidate_rules` can produce.
 * `sandbox_rules` (once, in the zygote once its own privileged set-up is over, and in each
   judge after its own): also refuses mount, unshare, namespaces in clone and hostname changes.
-* `memory_rules` (per candidate, once its job's memory limit is known; `MemoryFilter`): kills
-  the process (SIGSYS) when it asks for a single mapping larger than its memory limit: that
-  mapping could never be used, and the kill is an unforgeable `memory_limit` where a refused
-  allocation would only be a MemoryError the program can print itself. A few instructions, so
-  that installing it costs a candidate little.
+* `candidate_rules` (per candidate, once its job's memory limit is known; `CandidateFilter`):
+  kills the process (SIGSYS) when it asks for a single mapping larger than its memory limit:
+  that mapping could never be used, and the kill is an unforgeable `memory_limit` where a
+  refused allocation would only be a MemoryError the program can print itself. It also
+  refuses CLONE_PARENT, which the zygote forks candidates with: a process a candidate made
+  with it would be its worker's child, outside the candidate's tree, never reaped, holding a
+  pid of the candidates' namespace into the next execution. A few instructions, so that
+  installing it costs a candidate little.
 
 Refusals are EPERM (ENOSYS for clone3, so that glibc falls back to clone, whose flags a filter
 can read). x86-64 only; a call through another ABI (int 0x80, x32) is refused.
@@ -334,13 +337,15 @@ def sandbox_rules() -> list[Instruction]:
     return _program(rules)
 
 
-def memory_rules(memory_bytes: int) -> list[Instruction]:
-    """A candidate's single mappings beyond its memory limit (see the module docstring)."""
+def candidate_rules(memory_bytes: int) -> list[Instruction]:
+    """A candidate's own: no CLONE_PARENT, and no single mapping beyond its memory limit (see
+    the module docstring)."""
     hi, lo = memory_bytes >> 32, memory_bytes & 0xFFFFFFFF
+    rules = _refuse_if_arg_has(NR["clone"], 0, linux.CLONE_PARENT)
     # mmap(addr, length, prot, ...): a PROT_NONE mapping only reserves addresses (glibc
     # reserves 128 MiB per thread arena that way); RLIMIT_AS bounds those.
     larger = _larger_than(1, hi, lo)
-    rules = _when(NR["mmap"], [_ld(_arg_lo(2)), (_JEQ, len(larger) - 1, 0, 0), *larger])
+    rules += _when(NR["mmap"], [_ld(_arg_lo(2)), (_JEQ, len(larger) - 1, 0, 0), *larger])
     rules += _when(NR["mremap"], _larger_than(2, hi, lo))  # mremap(old, old_len, new_len)
     return _program(rules)
 
@@ -363,13 +368,13 @@ class Filter:
         linux.seccomp_set_filter(self._program)
 
 
-class MemoryFilter(Filter):
-    """`memory_rules`, with the memory limit written in just before it is installed."""
+class CandidateFilter(Filter):
+    """`candidate_rules`, with the memory limit written in just before it is installed."""
 
     _HI, _LO = 0xFFFFFF01, 0xFFFFFF02  # placeholders, never left in an installed filter
 
     def __init__(self) -> None:
-        super().__init__(memory_rules((self._HI << 32) | self._LO))
+        super().__init__(candidate_rules((self._HI << 32) | self._LO))
         self._slots = [
             (8 * i + 4, k == self._HI)
             for i, (_, _, _, k) in enumerate(self.instructions)

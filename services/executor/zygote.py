@@ -38,7 +38,7 @@ privileged set-up is over), the memory cgroup (`cgroup`), no capabilities at all
 standard streams. A forked child pays a copy-on-write fault for every page it writes, so
 what is left per candidate runs in as little Python as possible; its limits are set from
 outside, by the worker, and the only filter it installs itself is the few instructions that
-hold its job's memory limit (`seccomp.MemoryFilter`).
+hold its job's memory limit and refuse CLONE_PARENT (`seccomp.CandidateFilter`).
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def _serve(
         for fd in (0, 1):  # the worker's protocol pipes: no business of the zygote's
             os.dup2(devnull, fd)
         os.close(devnull)
-        memory_filter = judges = oom = None
+        candidate_filter = judges = oom = None
         if config.isolated:
             assert reaper is not None
             if config.cgroup is not None:
@@ -260,7 +260,7 @@ def _serve(
             # filters, and can only add the one that holds their memory limit.
             linux.clear_capabilities()
             seccomp.Filter(seccomp.sandbox_rules()).install()
-            memory_filter = seccomp.MemoryFilter()
+            candidate_filter = seccomp.CandidateFilter()
         runner.standard_streams()
     except BaseException:
         traceback.print_exc()
@@ -273,7 +273,7 @@ def _serve(
             continue
         try:
             if order == _CANDIDATE:
-                pid, fds = _fork_candidate(control, config, memory_filter, oom)
+                pid, fds = _fork_candidate(control, config, candidate_filter, oom)
             else:
                 pid, fds = _fork_judge(control, 0, config)
         except OSError as exc:  # e.g. EAGAIN: out of processes; the worker reports it
@@ -386,7 +386,7 @@ def _sweep() -> None:
 def _fork_candidate(
     control: socket.socket,
     config: SandboxConfig,
-    memory_filter: seccomp.MemoryFilter | None,
+    candidate_filter: seccomp.CandidateFilter | None,
     oom: _OomScore | None,
 ) -> tuple[int, list[int]]:
     job_r, job_w = os.pipe()
@@ -401,7 +401,7 @@ def _fork_candidate(
         os.pwrite(oom.fd, _OOM_FIRST, 0)
     pid = linux.fork_into_namespaces(linux.CLONE_PARENT)
     if pid == 0:
-        _candidate_main(config, memory_filter, *theirs)
+        _candidate_main(config, candidate_filter, *theirs)
     if oom is not None:
         os.pwrite(oom.fd, oom.own, 0)
     for fd in theirs:
@@ -429,7 +429,7 @@ def _fork_judge(
 
 def _candidate_main(
     config: SandboxConfig,
-    memory_filter: seccomp.MemoryFilter | None,
+    candidate_filter: seccomp.CandidateFilter | None,
     job_r: int,
     stdin_r: int,
     stdout_w: int,
@@ -458,8 +458,8 @@ def _candidate_main(
         if not judged:
             os.close(requests_r)
             os.close(replies_w)
-        if memory_filter is not None:
-            memory_filter.install_with_limit(program["memory_mb"] << 20)
+        if candidate_filter is not None:
+            candidate_filter.install_with_limit(program["memory_mb"] << 20)
         os.write(1, STARTED)
     except BaseException:
         # Our own failure, before any untrusted code ran: the worker sees no STARTED.

@@ -288,6 +288,27 @@ CHANNELS = [
         LIBC + 'print("absent" if os.getpid() == 2 else f"found pid {os.getpid()}")\n',
     ),
     Channel(
+        "clone_parent",  # a process made as its worker's child, outside the candidate's tree
+        LIBC
+        + src("""
+        pid = libc.syscall(56, 0x00008000 | 17, 0, 0, 0, 0)  # clone(CLONE_PARENT | SIGCHLD)
+        if pid == 0:
+            time.sleep(1000)
+            os._exit(0)
+        print("stored" if pid > 0 else "refused", flush=True)
+        """),
+        LIBC
+        + src("""
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        os.wait()
+        mine = (os.getpid(), child)
+        print("absent" if mine == (2, 3) else f"found pids {mine}")
+        """),
+        refused=True,
+    ),
+    Channel(
         "hostname",
         LIBC
         + src("""
@@ -391,6 +412,7 @@ SURFACES = {  # system call: arguments that would succeed for an unfiltered, unp
     "semget": "64, 0, 1, 0o1600",
     "msgget": "68, 0, 0o1600",
     "mq_open": "240, b'codeprm-probe', os.O_CREAT | os.O_RDWR, 0o600, None",
+    "clone_parent": "56, 0x00008000 | 17, 0, 0, 0, 0",
 }
 
 

@@ -39,16 +39,16 @@ def _check_program(program: list[Instruction]) -> None:
 def test_the_programs_are_well_formed() -> None:
     _check_program(seccomp.kernel_surface())
     _check_program(seccomp.sandbox_rules())
-    _check_program(seccomp.memory_rules(512 << 20))
-    _check_program(seccomp.memory_rules(1 << 40))
-    assert seccomp.MemoryFilter()._slots, "the limit has places to go"
+    _check_program(seccomp.candidate_rules(512 << 20))
+    _check_program(seccomp.candidate_rules(1 << 40))
+    assert seccomp.CandidateFilter()._slots, "the limit has places to go"
 
 
 def _in_filtered_child(memory_bytes: int, probe: Callable[[], object]) -> tuple[int, object]:
     """(wait status, what `probe` returned) of a child running under the three filters, as a
     candidate does."""
     r, w = os.pipe()
-    memory = seccomp.MemoryFilter()
+    memory = seccomp.CandidateFilter()
     pid = os.fork()
     if pid == 0:
         try:

@@ -51,10 +51,9 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
         executor = Executor(settings, pool, ExecutorMetrics(registry, pool), cache)
         app.state.executor = executor
         if settings.self_test and pool.isolated:
-            app.state.ready = True  # the probes go through the normal request path
-            outcome = await run_self_test(executor, settings.port)
-            app.state.ready = False
-            checks.update(outcome)
+            # The probes run through the executor and its pool, as requests do, but not over
+            # HTTP: requests are refused (503) until the self-test has passed.
+            checks.update(await run_self_test(executor, settings.port))
         checks["sandbox"] = None
         app.state.ready = all(v is None for v in checks.values())
         log.info(

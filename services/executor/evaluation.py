@@ -77,7 +77,7 @@ class Executor:
             raise
         except Exception:  # a bug of ours: logged, and the caller still gets a result
             log.exception("run failed; reported as a sandbox error")
-            return RunResponse.model_validate(_failed_result("internal error while running"))
+            return RunResponse.model_validate(wire.sandbox_error("internal error while running"))
 
     def check(self, request: EvaluateRequest) -> tuple[float, int]:
         """Refuse a request that cannot be evaluated (BadInput, PayloadTooLarge) before
@@ -105,7 +105,7 @@ class Executor:
             raise
         except Exception:  # a bug of ours: logged; one item never fails a whole batch
             log.exception("evaluation failed; reported as a sandbox error")
-            failed = _failed_result("internal error while judging")
+            failed = wire.sandbox_error("internal error while judging")
             return _response([_stdio_case(failed, "", None)], [failed])
         if self.cache is not None and key is not None:
             await self.cache.put(key, response)
@@ -148,9 +148,9 @@ class Executor:
                 entry_point=tests.entry_point,
             )
         )
-        judge = result.get("judge") or {}
-        passed = result["status"] == "ok" and bool(judge.get("completed"))
-        error = None if passed else (judge.get("error") or _describe_status(result))
+        judge = result.get("judge")
+        passed = result["status"] == "ok" and judge is not None and judge["completed"]
+        error = None if passed else ((judge and judge["error"]) or _describe_status(result))
         case = CaseResult(
             passed=passed,
             status=result["status"],
@@ -168,7 +168,7 @@ class Executor:
             self._job("program", request.code, timeout_s, memory_mb, stdin=case.stdin)
             for case in tests.cases
         ]
-        results: list[dict[str, Any]] = []
+        results: list[wire.Result] = []
         cases: list[CaseResult] = []
         if request.stop_on_first_failure:
             for job, case in zip(jobs, tests.cases, strict=True):
@@ -203,14 +203,14 @@ class Executor:
                 float_tolerance=tests.float_tolerance,
             )
         )
-        judge = result.get("judge") or {}
-        outcomes = judge.get("cases", {})
+        judge = result.get("judge")
+        outcomes = judge["cases"] if judge is not None else {}
         cases = []
         for index in range(len(tests.cases)):
             outcome = outcomes.get(str(index))
             if outcome is None:
                 status = result["status"] if result["status"] != "ok" else "runtime_error"
-                error = judge.get("error") or _describe_status(result)
+                error = (judge and judge["error"]) or _describe_status(result)
                 cases.append(CaseResult(passed=False, status=status, error=error))
             elif "error" in outcome:
                 cases.append(
@@ -232,7 +232,7 @@ class Executor:
 
     def _job(
         self,
-        mode: str,
+        mode: wire.Mode,
         code: str,
         timeout_s: float,
         memory_mb: int,
@@ -240,11 +240,11 @@ class Executor:
         stdin: str = "",
         test_code: str | None = None,
         entry_point: str | None = None,
-        cases: list[Any] | None = None,
+        cases: list[list[Any]] | None = None,
         float_tolerance: float = 0.0,
-    ) -> dict[str, Any]:
+    ) -> wire.Job:
         s = self.settings
-        limits = {
+        limits: wire.Limits = {
             "cpu_s": timeout_s,
             "memory_mb": memory_mb,
             "nproc": s.nproc,
@@ -252,7 +252,7 @@ class Executor:
             "nofile": s.nofile,
         }
         # A call's answer is output too: capped like a stream.
-        judge: dict[str, Any] = {"reply_limit_bytes": s.output_limit_bytes}
+        judge: wire.JudgeJob = {"reply_limit_bytes": s.output_limit_bytes}
         if test_code is not None:
             judge["test_code"] = test_code
         if entry_point is not None:
@@ -271,7 +271,7 @@ class Executor:
             "judge": judge,
         }
 
-    async def _execute(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def _execute(self, job: wire.Job) -> wire.Result:
         result = await self.pool.execute(job)
         self.metrics.executions.labels(result["status"]).inc()
         self.metrics.latency.observe(result["wall_time_s"])
@@ -292,30 +292,18 @@ def _encode_cases(tests: CallTests) -> list[list[Any]]:
         raise BadInput(f"a test case: {exc}") from None
 
 
-def _failed_result(reason: str) -> dict[str, Any]:
-    return {
-        "status": "sandbox_error",
-        "exit_code": None,
-        "stdout": "",
-        "stderr": reason,
-        "wall_time_s": 0.0,
-        "cpu_time_s": 0.0,
-        "peak_memory_mb": 0.0,
-    }
-
-
 # Outputs beyond this are compared in a thread: the comparison is Python work per token
 # (about 7 µs for a float), and a 1 MiB output would hold the event loop for most of a second.
 _COMPARE_INLINE_BYTES = 64 << 10
 
 
-async def _stdio_verdict(result: dict[str, Any], expected: str, tests: StdioTests) -> CaseResult:
+async def _stdio_verdict(result: wire.Result, expected: str, tests: StdioTests) -> CaseResult:
     if len(result["stdout"]) + len(expected) > _COMPARE_INLINE_BYTES:
         return await asyncio.to_thread(_stdio_case, result, expected, tests)
     return _stdio_case(result, expected, tests)
 
 
-def _stdio_case(result: dict[str, Any], expected: str, tests: StdioTests | None) -> CaseResult:
+def _stdio_case(result: wire.Result, expected: str, tests: StdioTests | None) -> CaseResult:
     status = result["status"]
     if status != "ok" or tests is None:
         return CaseResult(
@@ -340,7 +328,7 @@ def _stdio_case(result: dict[str, Any], expected: str, tests: StdioTests | None)
     )
 
 
-def _describe_status(result: dict[str, Any]) -> str:
+def _describe_status(result: wire.Result) -> str:
     status = result["status"]
     if status == "runtime_error":
         tail = result["stderr"].strip().rsplit("\n", 1)[-1] if result["stderr"].strip() else ""
@@ -354,7 +342,7 @@ def _describe_status(result: dict[str, Any]) -> str:
     }[status]
 
 
-def _response(cases: list[CaseResult], results: list[dict[str, Any]]) -> EvaluateResponse:
+def _response(cases: list[CaseResult], results: list[wire.Result]) -> EvaluateResponse:
     passed_count = sum(c.passed for c in cases)
     status = next((c.status for c in cases if c.status != "ok"), "ok")
     return EvaluateResponse(

@@ -42,9 +42,10 @@ class WorkerProcess:
     host_dir: str | None
     cpu: int | None  # its judge's CPU (`ExecutorSettings.pin_judges`)
 
-    async def call(self, message: dict[str, Any], *, job: bool = False) -> Any:
+    async def call(self, frames: bytes) -> Any:
+        """Send `frames`, return the worker's answer (one frame, decoded)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(wire.encode_job(message) if job else wire.encode_frame(message))
+        self.proc.stdin.write(frames)
         await self.proc.stdin.drain()
         size = wire.frame_size(await self.proc.stdout.readexactly(wire.HEADER_BYTES))
         return json.loads(await self.proc.stdout.readexactly(size))
@@ -139,7 +140,7 @@ class Pool:
             limit=256 << 20,
         )
         worker = WorkerProcess(proc, None, cpu)
-        config = {
+        config: wire.WorkerConfig = {
             "isolated": isolated,
             "parent_pid": os.getpid(),
             "extra_paths": self.settings.extra_paths,
@@ -148,7 +149,9 @@ class Pool:
             "cpu": cpu,
         }
         try:
-            hello = await asyncio.wait_for(worker.call(config), 60)
+            hello: wire.WorkerHello = await asyncio.wait_for(
+                worker.call(wire.encode_frame(config)), 60
+            )
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
             await worker.stop()
             raise IsolationUnavailable(f"worker failed to start: {exc!r}") from exc
@@ -158,7 +161,7 @@ class Pool:
         worker.host_dir = hello.get("host_dir")
         return worker
 
-    async def execute(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def execute(self, job: wire.Job) -> wire.Result:
         """Run one job on the next free worker. Raises Overloaded when the queue is full."""
         if self.waiting >= self.settings.max_queue:
             raise Overloaded("executor queue is full; retry shortly", retry_after_s=1)
@@ -182,11 +185,11 @@ class Pool:
             return "every sandbox worker failed; replacements are starting"
         return "no sandbox worker is alive"
 
-    async def _run(self, worker: WorkerProcess, job: dict[str, Any]) -> dict[str, Any]:
+    async def _run(self, worker: WorkerProcess, job: wire.Job) -> wire.Result:
         # The worker enforces the job's deadline itself; this only catches a stuck worker.
         grace = float(job["timeout_s"]) + 30
         try:
-            result = await asyncio.wait_for(worker.call(job, job=True), grace)
+            result: wire.Result = await asyncio.wait_for(worker.call(wire.encode_job(job)), grace)
             if not isinstance(result, dict) or not isinstance(result.get("status"), str):
                 raise ValueError(f"a result that is not one: {str(result)[:200]}")
         except BaseException as exc:
@@ -195,15 +198,7 @@ class Pool:
             self._retire(worker, exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            return {
-                "status": "sandbox_error",
-                "exit_code": None,
-                "stdout": "",
-                "stderr": f"sandbox worker failed: {exc!r}"[:2000],
-                "wall_time_s": 0.0,
-                "cpu_time_s": 0.0,
-                "peak_memory_mb": 0.0,
-            }
+            return wire.sandbox_error(f"sandbox worker failed: {exc!r}"[:2000])
         self._idle.put_nowait(worker)
         return result
 

@@ -178,12 +178,14 @@ def serve_candidate(code: str, requests_fd: int, replies_fd: int) -> NoReturn:
         _finish(1)
     wire.write_frame(replies_fd, {"loaded": True})
     namespace = main.__dict__
+    request: wire.Request | None
     while (request := wire.read_frame(requests_fd)) is not None:
         wire.write_frame(replies_fd, _answer(namespace, request))
     _finish(0)
 
 
-def _answer(namespace: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+def _answer(namespace: dict[str, Any], request: wire.Request) -> dict[str, Any]:
+    """The reply `replies.read_reply` checks on the judge's side."""
     name = request["name"]
     if name not in namespace:
         return {"missing": True}
@@ -238,12 +240,12 @@ class Candidate:
         self.state = state
         self.reply_limit = reply_limit
 
-    def ask(self, request: dict[str, Any], question: replies.Question) -> replies.Reply:
+    def ask(self, request: wire.Request | None, question: replies.Question) -> replies.Reply:
         """The candidate's well-formed answer; raises CandidateFailed otherwise."""
         if self.state.failure is not None:  # caught by the tests: it stays failed
             raise CandidateFailed(self.state.failure)
         try:
-            if question != "load":
+            if request is not None:  # "load": the candidate speaks first
                 wire.write_frame(self.requests_fd, request)
             reply = replies.read_reply(self.replies_fd, question, self.reply_limit)
         except OSError:
@@ -313,7 +315,7 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            request = {
+            request: wire.Request = {
                 "op": "call",
                 "name": self.name,
                 "args": wire.encode_plain(list(args)),
@@ -375,8 +377,9 @@ def judge_calls(
     as soon as it is known."""
     candidate.function(entry_point)
     for index, (args, kwargs, expected) in enumerate(cases):
-        request = {"op": "call", "name": entry_point, "args": args, "kwargs": kwargs}
+        request: wire.Request = {"op": "call", "name": entry_point, "args": args, "kwargs": kwargs}
         reply = candidate.ask(request, "call")
+        report: wire.CaseReport
         if isinstance(reply, replies.Value):
             passed = verdicts.values_equal(reply.value, expected, tolerance)
             report = {"case": index, "passed": passed, "actual": candidate.show(reply)}
@@ -405,7 +408,7 @@ def serve_judge(channel: socket.socket) -> NoReturn:
             os._exit(0)
         requests_w, replies_r = fds
         try:
-            job = wire.read_frame(fd)
+            job: wire.JudgeJob = wire.read_frame(fd)
             candidate = Candidate(requests_w, replies_r, JudgeState(), job["reply_limit_bytes"])
             done = judge(candidate, job, fd)
         finally:
@@ -414,12 +417,12 @@ def serve_judge(channel: socket.socket) -> NoReturn:
         wire.write_frame(fd, done)
 
 
-def judge(candidate: Candidate, job: dict[str, Any], report_fd: int) -> dict[str, Any]:
+def judge(candidate: Candidate, job: wire.JudgeJob, report_fd: int) -> wire.JudgeDone:
     """Run one job's tests against the candidate; the summary for the worker."""
     state = candidate.state
     completed, error = False, None
     try:
-        loaded = candidate.ask({}, "load")
+        loaded = candidate.ask(None, "load")
         if isinstance(loaded, replies.Raised):
             error = candidate.note_raise(loaded)
         elif "test_code" in job:

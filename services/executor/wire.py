@@ -1,7 +1,8 @@
 """Bytes that cross a sandbox boundary.
 
 * Frames: a 4-byte big-endian length, then UTF-8 JSON. Used between the service and its
-  workers, and between a worker and its sandboxes.
+  workers, and between a worker and its sandboxes; the messages they carry are the
+  TypedDicts below (the protocol, in one place).
 * Plain data: values returned by sandboxed code cross as tagged JSON built from exact builtin
   types only (None, bool, int, float, complex, str, bytes, list, tuple, dict, set,
   frozenset). Subclasses are refused, so an object whose `__eq__` always says True cannot
@@ -17,7 +18,7 @@ import os
 import re
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, Required, TypedDict
 
 MAX_FRAME = 256 * 1024 * 1024
 _LEN = struct.Struct(">I")
@@ -58,11 +59,11 @@ def read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def encode_job(job: dict[str, Any]) -> bytes:
+def encode_job(job: Job) -> bytes:
     """A job for a worker: a frame the worker reads, then the program's part and the judge's
     part (the tests), which the worker forwards to its sandboxes as they are (`read_raw_frame`)
     rather than decoding and encoding them again."""
-    meta = {k: v for k, v in job.items() if k not in ("program", "judge")}
+    meta = {k: v for k, v in job.items() if k not in ("program", "judge")}  # the rest of Job
     return encode_frame(meta) + encode_frame(job["program"]) + encode_frame(job["judge"])
 
 
@@ -116,6 +117,137 @@ def read_frame(fd: int) -> Any:
     if payload is None:
         return None
     return json.loads(payload)
+
+
+# -- the protocol -----------------------------------------------------------------------------
+# Messages are JSON objects; these TypedDicts name their keys for the type checker and cost
+# nothing at run time (a candidate decodes its job in a freshly forked process, where every
+# object it builds is paid for in copy-on-write faults).
+
+Mode = Literal["program", "assert", "call"]
+
+
+class WorkerConfig(TypedDict):
+    """service → worker, once, before anything else."""
+
+    isolated: bool
+    parent_pid: int
+    extra_paths: list[str]
+    scratch_mb: int
+    judge_memory_mb: int
+    cpu: int | None  # its judge's CPU (`ExecutorSettings.pin_judges`)
+
+
+class WorkerHello(TypedDict, total=False):
+    """worker → service, once: ready, or why not."""
+
+    ready: Required[bool]
+    error: str
+    host_dir: str | None
+    pid: int
+    memory_cgroup: str | None
+
+
+class Limits(TypedDict):
+    cpu_s: float
+    memory_mb: int
+    nproc: int
+    fsize_mb: int
+    nofile: int
+
+
+class ProgramJob(TypedDict):
+    """worker → candidate (forwarded as the service encoded it)."""
+
+    mode: Mode
+    code: str
+    memory_mb: int
+
+
+class JudgeJob(TypedDict, total=False):
+    """worker → judge (forwarded as the service encoded it): assert tests carry `test_code`,
+    call tests `cases` and `float_tolerance`."""
+
+    reply_limit_bytes: Required[int]
+    test_code: str
+    entry_point: str
+    cases: list[list[Any]]  # [args, kwargs, expected], args and kwargs as `encode_plain` made
+    float_tolerance: float
+
+
+class Job(TypedDict):
+    """service → worker: the worker's part, then `program` and `judge` as two raw frames
+    (`encode_job`)."""
+
+    mode: Mode
+    limits: Limits
+    timeout_s: float
+    stdin: str
+    output_limit_bytes: int
+    program: ProgramJob
+    judge: JudgeJob
+
+
+class CaseReport(TypedDict, total=False):
+    """judge → worker, per call-test case as soon as it is known."""
+
+    case: Required[int]
+    passed: bool
+    actual: Any  # what the response shows (`replies.shown`)
+    error: str  # the candidate raised: "<type name>: <message>"
+
+
+class JudgeDone(TypedDict):
+    """judge → worker, the last frame of a job."""
+
+    done: Literal[True]
+    completed: bool  # the tests ran to their end
+    error: str | None
+    raised: bool
+    memory_error: bool
+    died: bool  # the candidate was gone during the tests
+    status: str | None  # the status a malformed reply gives (`replies`)
+
+
+class JudgeOutcome(TypedDict):
+    completed: bool
+    error: str | None
+    cases: dict[str, CaseReport]  # by case index, as JSON keys are strings
+
+
+class Result(TypedDict, total=False):
+    """worker → service (and the pool's own for a failed worker)."""
+
+    status: Required[str]  # a `contracts.executor.RunStatus`, checked where it becomes one
+    exit_code: Required[int | None]
+    stdout: Required[str]
+    stderr: Required[str]
+    wall_time_s: Required[float]
+    cpu_time_s: Required[float]
+    peak_memory_mb: Required[float]
+    judge: JudgeOutcome  # judged modes
+
+
+def sandbox_error(reason: str) -> Result:
+    """The result of a job that no sandbox answered (a failed worker, a bug of ours)."""
+    return {
+        "status": "sandbox_error",
+        "exit_code": None,
+        "stdout": "",
+        "stderr": reason,
+        "wall_time_s": 0.0,
+        "cpu_time_s": 0.0,
+        "peak_memory_mb": 0.0,
+    }
+
+
+class Request(TypedDict, total=False):
+    """judge → candidate: a global's kind or value (`get`), or a call of it."""
+
+    op: Required[Literal["get", "call"]]
+    name: Required[str]
+    args: Any  # `encode_plain` of a list
+    kwargs: Any  # `encode_plain` of a dict
 
 
 MAX_DEPTH = 100

@@ -20,7 +20,6 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from services.executor import cgroup, jail, linux, runner, wire
 from services.executor.cgroup import MemoryCgroup
@@ -66,7 +65,9 @@ JUDGE_JOBS = 1000  # a fresh judge after this many jobs: test code may leave sta
 class Outcome:
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
-    report: list[dict[str, Any]] = field(default_factory=list)  # the judge's frames
+    # The judge's frames: a report per call-test case, then its summary.
+    cases: dict[str, wire.CaseReport] = field(default_factory=dict)  # by str(case index)
+    done: wire.JudgeDone | None = None
     killed_for: str | None = None  # "timeout" | "output_limit"
     wait_status: int = 0
     cpu_s: float = 0.0
@@ -93,7 +94,7 @@ class Worker:
         self.oom_kills = memory.oom_kills() if memory is not None else 0
         self.judge: JudgeSandbox | None = None
 
-    def execute(self, job: dict[str, Any], program: bytearray, tests: bytearray) -> dict[str, Any]:
+    def execute(self, job: wire.Job, program: bytearray, tests: bytearray) -> wire.Result:
         sandbox = self.zygote.candidate()
         judged = job["mode"] != "program"
         if self.memory is not None:
@@ -158,7 +159,7 @@ class Worker:
     # -- supervision ----------------------------------------------------------------------
 
     def _supervise(
-        self, sb: CandidateSandbox, judge: JudgeSandbox | None, job: dict[str, Any], started: float
+        self, sb: CandidateSandbox, judge: JudgeSandbox | None, job: wire.Job, started: float
     ) -> Outcome:
         """Until the candidate is gone (and, for judged jobs, the judge has reported): feed
         stdin, collect output within caps, kill at the deadline."""
@@ -207,9 +208,12 @@ class Worker:
                         os.close(fd)
                 elif judge is not None and fd == judge.channel.fileno():
                     chunk = os.read(fd, 1 << 16)
-                    frames = report.feed(chunk) if chunk else []
-                    out.report += frames
-                    if not chunk or any(f.get("done") for f in frames):
+                    for frame in report.feed(chunk) if chunk else []:
+                        if frame.get("done"):
+                            out.done = frame
+                        else:
+                            out.cases[str(frame["case"])] = frame
+                    if not chunk or out.done is not None:
                         if not chunk:  # the judge died: nothing of this job to wait for
                             self.drop_judge()
                         poller.unregister(fd)
@@ -277,38 +281,42 @@ class Worker:
             return memoryview(b"")
 
 
-def _result(job: dict[str, Any], out: Outcome, wall: float, *, isolated: bool) -> dict[str, Any]:
-    stdout = out.stdout[: int(job["output_limit_bytes"])].decode("utf-8", "replace")
-    stderr = out.stderr[: int(job["output_limit_bytes"])].decode("utf-8", "replace")
+def _result(job: wire.Job, out: Outcome, wall: float, *, isolated: bool) -> wire.Result:
     cpu_limit = float(job["limits"]["cpu_s"])
     memory_limit_mb = int(job["limits"]["memory_mb"])
-    result: dict[str, Any] = {"stdout": stdout, "stderr": stderr, "wall_time_s": wall}
+    judge: wire.JudgeOutcome | None = None
     exit_code: int | None
     if job["mode"] == "program":
         status, exit_code = _program_status(out, cpu_limit, memory_limit_mb, isolated)
-        result.update(
-            cpu_time_s=out.cpu_s, peak_memory_mb=out.maxrss_kb / 1024, exit_code=exit_code
-        )
     else:
-        done = next((f for f in out.report if f.get("done")), None)
-        cases = {f["case"]: f for f in out.report if "case" in f}
-        result["judge"] = {
+        done = out.done
+        judge = {
             "completed": bool(done and done["completed"]),
             "error": done["error"] if done else None,
-            "cases": cases,
+            "cases": out.cases,
         }
         if done is None:
             status, exit_code = "sandbox_error", None
             if out.killed_for is None:
-                result["judge"]["error"] = "the judge process died"
+                judge["error"] = "the judge process died"
         else:
             status, exit_code = _judged_status(done, out, cpu_limit, memory_limit_mb, isolated)
-        result.update(cpu_time_s=out.cpu_s, peak_memory_mb=out.maxrss_kb / 1024)
     if out.killed_for is not None:
         status = out.killed_for
     elif not out.started:  # the sandbox failed before the program's first instruction
         status, exit_code = "sandbox_error", None
-    result.update(status=status, exit_code=exit_code)
+    cap = int(job["output_limit_bytes"])
+    result: wire.Result = {
+        "status": status,
+        "exit_code": exit_code,
+        "stdout": out.stdout[:cap].decode("utf-8", "replace"),
+        "stderr": out.stderr[:cap].decode("utf-8", "replace"),
+        "wall_time_s": wall,
+        "cpu_time_s": out.cpu_s,
+        "peak_memory_mb": out.maxrss_kb / 1024,
+    }
+    if judge is not None:
+        result["judge"] = judge
     return result
 
 
@@ -355,14 +363,14 @@ def _program_status(
 
 
 def _judged_status(
-    done: dict[str, Any], out: Outcome, cpu_limit: float, memory_mb: int, isolated: bool
+    done: wire.JudgeDone, out: Outcome, cpu_limit: float, memory_mb: int, isolated: bool
 ) -> tuple[str, int]:
     # The candidate is killed once the tests are over: its end says something only when the
     # judge saw it die during the tests.
     if out.oom_killed or (done["died"] and _memory_exhausted(out, memory_mb, isolated)):
         return "memory_limit", 1
-    if done.get("status"):  # the judge refused a reply of the candidate's (`replies`)
-        return str(done["status"]), 1
+    if done["status"]:  # the judge refused a reply of the candidate's (`replies`)
+        return done["status"], 1
     if done["died"] and _cpu_exhausted(out, cpu_limit):
         return "timeout", 1
     # An exception the tests caught is part of the tests (`except ValueError: pass`): only one
@@ -375,8 +383,12 @@ def _judged_status(
     return "runtime_error", 1
 
 
+def _hello(message: wire.WorkerHello) -> None:
+    wire.write_frame(1, message)
+
+
 def main() -> None:
-    config = wire.read_frame(0)
+    config: wire.WorkerConfig = wire.read_frame(0)
     linux.set_process_name(linux.process_name("codeprm-worker"))
     for module in PRELOAD:
         __import__(module)
@@ -390,7 +402,7 @@ def main() -> None:
             # nothing of an execution outlives it, so none can reach another through it.
             linux.unshare(linux.CLONE_NEWNET)
     except OSError as exc:
-        wire.write_frame(1, {"ready": False, "error": f"isolation failed: {exc}"})
+        _hello({"ready": False, "error": f"isolation failed: {exc}"})
         return
     # Set after isolation: changing uid clears it. A worker outliving its service would be
     # an unsupervised sandbox factory.
@@ -414,10 +426,9 @@ def main() -> None:
         worker.judge = zygote.judge()
         zygote.order_candidate()
     except ZygoteFailed as exc:
-        wire.write_frame(1, {"ready": False, "error": f"no sandbox: {exc}"})
+        _hello({"ready": False, "error": f"no sandbox: {exc}"})
         return
-    wire.write_frame(
-        1,
+    _hello(
         {
             "ready": True,
             "host_dir": host_dir,
@@ -425,6 +436,7 @@ def main() -> None:
             "memory_cgroup": memory.path if memory is not None else None,
         },
     )
+    job: wire.Job | None
     while (job := wire.read_frame(0)) is not None:
         program, tests = wire.read_raw_frame(0), wire.read_raw_frame(0)
         if program is None or tests is None:

@@ -110,7 +110,13 @@ def _server(app_: Any, settings: ServiceSettings, service: str) -> Any:
 
 
 def _serve(app_: Any, settings: ServiceSettings, service: str) -> None:
-    _server(app_, settings, service).run()
+    _run(_server(app_, settings, service))
+
+
+def _run(server: Any) -> None:
+    server.run()
+    if not server.started:  # as uvicorn.run: a failed start (port taken...) exits non-zero
+        raise SystemExit(3)
 
 
 HostOpt = typer.Option(None, help="Interface to bind (default from settings).")
@@ -148,7 +154,7 @@ def prm_serve(
         server.should_exit = True
 
     server = _server(create_app(settings, on_load_failure=stop), settings, "prm_server")
-    server.run()
+    _run(server)
     if failures:
         raise ValueError(failures[0])
 
@@ -365,7 +371,19 @@ def label_serve(host: str | None = HostOpt, port: int | None = PortOpt) -> None:
     from services.labeler.settings import LabelerSettings
 
     settings = LabelerSettings(**_overrides(host=host, port=port))
+    _require_redis(settings.redis_url)
     _serve(create_app(settings), settings, "labeler")
+
+
+def _require_redis(url: str) -> None:
+    """A Redis that does not answer is one line here, not a traceback from the app's start."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    finally:
+        client.close()
 
 
 @label_app.command("worker")

@@ -4,6 +4,7 @@ code that says whose the fault is (2: the input; 1: a service or Redis that is d
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,15 @@ from pathlib import Path
 import pytest
 
 from codeprm.stack import free_port
+from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def dead_redis() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"
 
 
 def codeprm(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess[str]:
@@ -90,7 +96,7 @@ def test_label_commands_with_the_labeler_down(tmp_path: Path) -> None:
 
 
 def test_a_worker_with_redis_down_says_so() -> None:
-    done = codeprm("label", "worker", "--burst", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    done = codeprm("label", "worker", "--burst", REDIS_URL=dead_redis())
     one_line_error(done, 1, "REDIS_URL")
 
 
@@ -123,3 +129,15 @@ def test_a_relative_path_is_the_users_own_not_the_servers(
         "kind": "hf",
         "model": str(tmp_path / "policy"),
     }
+
+
+def test_label_serve_with_redis_down_or_its_port_taken() -> None:
+    down = codeprm("label", "serve", "--port", str(free_port()), REDIS_URL=dead_redis())
+    one_line_error(down, 1, "REDIS_URL")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = codeprm("label", "serve", "--port", str(port), REDIS_URL=REDIS_URL)
+    assert busy.returncode == 3, busy.stdout + busy.stderr  # as uvicorn.run: a failed start
+    assert "address already in use" in busy.stderr.lower(), busy.stderr

@@ -1,3 +1,3 @@
-from codeprm.cli import app
+from codeprm.cli import main
 
-app(prog_name="codeprm")
+main()

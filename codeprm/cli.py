@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from contracts.files import checkpoint_dir
 from contracts.logging import configure_logging
 from contracts.settings import ServiceSettings
 
@@ -33,6 +34,57 @@ app.add_typer(train_app, name="train")
 console = Console(stderr=True)
 
 
+def main() -> None:
+    """The `codeprm` command. A failure the user can act on (a wrong path, a missing
+    checkpoint, bad YAML, a service or Redis that is down) is one line on stderr, never a
+    traceback, and the exit code says whose it is: 2 for bad input (retrying cannot help;
+    the Kubernetes Job fails at once), 1 for something down (a retry may succeed).
+    CODEPRM_DEBUG=1 shows the traceback."""
+    try:
+        app(prog_name="codeprm")
+    except Exception as exc:
+        failure = explain(exc)
+        if failure is None or os.environ.get("CODEPRM_DEBUG"):
+            raise
+        code, message = failure
+        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        raise SystemExit(code) from None
+
+
+def explain(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for a failure the user can act on; None for a bug of ours."""
+    import httpx
+    import yaml
+    from pydantic import ValidationError
+    from redis.exceptions import RedisError
+
+    from contracts.clients import ServiceRejected, ServiceUnavailable
+    from services.trainer.judge import RewardUnavailable
+
+    if isinstance(exc, ServiceUnavailable):
+        return 1, f"{exc} (is the service running? `codeprm up` starts them all)"
+    if isinstance(exc, RewardUnavailable):
+        return 1, f"{exc}; rerun the same command to resume from the last checkpoint"
+    if isinstance(exc, RedisError | httpx.TransportError):
+        return 1, f"{exc} (is it running? check REDIS_URL and the service URLs)"
+    if isinstance(exc, ServiceRejected):
+        return 2, str(exc.detail)
+    if isinstance(exc, ValidationError):
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
+        ]
+        return 2, f"invalid {exc.title}: " + "; ".join(parts)
+    if isinstance(exc, yaml.YAMLError):
+        return 2, f"not valid YAML: {' '.join(str(exc).split())}"
+    if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError):
+        return 2, str(exc) if exc.filename is None else f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, FileExistsError | PermissionError | ValueError):
+        return 2, str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return 2, f"{exc.filename}: {exc.strerror}"
+    return None
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CODEPRM_CACHE", Path.home() / ".cache" / "codeprm"))
 
@@ -42,11 +94,11 @@ def _overrides(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _serve(app_: Any, settings: ServiceSettings, service: str) -> None:
+def _server(app_: Any, settings: ServiceSettings, service: str) -> Any:
     import uvicorn
 
     configure_logging(service, settings.log_level)
-    uvicorn.run(
+    config = uvicorn.Config(
         app_,
         host=settings.host,
         port=settings.port,
@@ -54,6 +106,17 @@ def _serve(app_: Any, settings: ServiceSettings, service: str) -> None:
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
         access_log=False,
     )
+    return uvicorn.Server(config)
+
+
+def _serve(app_: Any, settings: ServiceSettings, service: str) -> None:
+    _run(_server(app_, settings, service))
+
+
+def _run(server: Any) -> None:
+    server.run()
+    if not server.started:  # as uvicorn.run: a failed start (port taken...) exits non-zero
+        raise SystemExit(3)
 
 
 HostOpt = typer.Option(None, help="Interface to bind (default from settings).")
@@ -82,7 +145,18 @@ def prm_serve(
     from services.prm_server.settings import PrmSettings
 
     settings = PrmSettings(**_overrides(model=model, host=host, port=port, device=device))
-    _serve(create_app(settings), settings, "prm_server")
+    if settings.model is not None:
+        checkpoint_dir(settings.model, "PRM checkpoint")
+    failures: list[str] = []
+
+    def stop(reason: str) -> None:  # the model cannot load: stop serving, say why
+        failures.append(reason)
+        server.should_exit = True
+
+    server = _server(create_app(settings, on_load_failure=stop), settings, "prm_server")
+    _run(server)
+    if failures:
+        raise ValueError(failures[0])
 
 
 @prm_app.command("tiny")
@@ -123,34 +197,30 @@ def train_prm(
     from services.trainer.prm_train import train_prm as run
 
     configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
-    try:
-        config = TrainPrmConfig.model_validate(
-            dict(
-                data=data,
-                base_model=base_model,
-                out=out,
-                objective=objective,
-                epochs=epochs,
-                batch_size=batch_size,
-                grad_accum=grad_accum,
-                lr=lr,
-                warmup_steps=warmup_steps,
-                max_tokens=max_tokens,
-                eval_fraction=eval_fraction,
-                eval_every=eval_every,
-                save_every=save_every,
-                seed=seed,
-                device=device,
-                prompt_template=prompt_template,
-                on_policy=on_policy,
-                after_error=after_error,
-                balance=balance,
-            )
+    config = TrainPrmConfig.model_validate(
+        dict(
+            data=data,
+            base_model=base_model,
+            out=out,
+            objective=objective,
+            epochs=epochs,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            lr=lr,
+            warmup_steps=warmup_steps,
+            max_tokens=max_tokens,
+            eval_fraction=eval_fraction,
+            eval_every=eval_every,
+            save_every=save_every,
+            seed=seed,
+            device=device,
+            prompt_template=prompt_template,
+            on_policy=on_policy,
+            after_error=after_error,
+            balance=balance,
         )
-        result = run(config, progress=True)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # incl. ValidationError
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    )
+    result = run(config, progress=True)
     console.print(f"PRM written to [bold]{result.out}[/] after {result.steps} steps")
     if result.final is not None:
         m = result.final
@@ -184,21 +254,12 @@ def train_ppo(
     ),
 ) -> None:
     """PPO with executor and PRM rewards; rerunning the same command resumes the run."""
-    from services.trainer.judge import RewardUnavailable
     from services.trainer.ppo import train_ppo as run
     from services.trainer.ppo_config import load_config
 
     configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
-    try:
-        settings = load_config(config, out=out, steps=steps, mode=mode)
-        result = run(settings, progress=True)
-    except RewardUnavailable as exc:
-        console.print(f"[red]step failed, no reward:[/] {exc}")
-        console.print("the run resumes from its last checkpoint when this command is rerun")
-        raise typer.Exit(1) from None
-    except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    settings = load_config(config, out=out, steps=steps, mode=mode)
+    result = run(settings, progress=True)
     console.print(f"run written to [bold]{result.out}[/] ({result.steps} steps)")
     console.print(f"plots: {result.out / 'curves.png'}; report: codeprm report {result.out}")
 
@@ -225,25 +286,21 @@ def eval_policy(
     from services.trainer.evaluate import evaluate_policy
 
     configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
-    try:
-        report = evaluate_policy(
-            model,
-            dataset,
-            executor,
-            limit=limit,
-            samples=samples,
-            temperature=temperature,
-            ks=k,
-            max_new_tokens=max_new_tokens,
-            long_tokens=long_tokens,
-            line_edges=sorted(line_edges),
-            device=device,
-            seed=seed,
-            out=out,
-        )
-    except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    report = evaluate_policy(
+        model,
+        dataset,
+        executor,
+        limit=limit,
+        samples=samples,
+        temperature=temperature,
+        ks=k,
+        max_new_tokens=max_new_tokens,
+        long_tokens=long_tokens,
+        line_edges=sorted(line_edges),
+        device=device,
+        seed=seed,
+        out=out,
+    )
     ks = sorted(report.overall.pass_at_k)
     table = Table("split", "problems", "samples", "passed", *(f"pass@{n}" for n in ks))
     rows = {"all": report.overall, **report.by_lines, **report.by_tokens}
@@ -291,11 +348,7 @@ def train_sft(
         seed=seed,
         device=device,
     )
-    try:
-        path = run(config, progress=True)
-    except (ValueError, FileExistsError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    path = run(config, progress=True)
     console.print(
         f"policy written to [bold]{path}[/]; try: codeprm eval --model {path} "
         "--dataset listfuncs-test --samples 4 --temperature 1"
@@ -318,7 +371,19 @@ def label_serve(host: str | None = HostOpt, port: int | None = PortOpt) -> None:
     from services.labeler.settings import LabelerSettings
 
     settings = LabelerSettings(**_overrides(host=host, port=port))
+    _require_redis(settings.redis_url)
     _serve(create_app(settings), settings, "labeler")
+
+
+def _require_redis(url: str) -> None:
+    """A Redis that does not answer is one line here, not a traceback from the app's start."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    finally:
+        client.close()
 
 
 @label_app.command("worker")
@@ -335,14 +400,36 @@ def label_worker(
 
 
 def _backend_spec(target: str | None, model: str | None, api: str) -> dict[str, Any] | None:
-    """`--policy`/`--teacher`: a local checkpoint directory (hf) or an OpenAI-compatible URL."""
+    """`--policy`/`--teacher`: a local checkpoint directory (hf) or an OpenAI-compatible URL.
+    A directory is sent as an absolute path: the worker does not share our working directory."""
     if target is None:
         return None
     if Path(target).is_dir():
-        return {"kind": "hf", "model": target}
+        return {"kind": "hf", "model": str(Path(target).resolve())}
     if model is None:
         raise typer.BadParameter(f"{target} is not a directory, so it is a URL: name the model")
     return {"kind": "openai", "url": target, "model": model, "api": api}
+
+
+def _dataset_arg(dataset: str) -> str:
+    """A dataset file is sent as an absolute path (the labeler resolves it, not our shell);
+    a name (humaneval, listfuncs, ...) as it is."""
+    return str(Path(dataset).resolve()) if Path(dataset).is_file() else dataset
+
+
+LabelerOpt = typer.Option(
+    "http://127.0.0.1:8102",
+    "--labeler",
+    envvar="CODEPRM_LABELER_URL",
+    help="The labeler API (`codeprm up` or `codeprm label serve`).",
+)
+
+
+def _labeler(url: str) -> Any:
+    from contracts.clients import LabelerClient
+
+    # Few retries: a person is waiting, and a labeler that is down says so at once.
+    return LabelerClient(url, timeout_s=60, retries=2, backoff_s=0.5)
 
 
 @label_app.command("submit")
@@ -369,24 +456,18 @@ def label_submit(
     teacher_model: str | None = typer.Option(None, help="mutation: the teacher's model name."),
     variants_per_line: int = typer.Option(4, help="mutation: bug variants of each code line."),
     rewrites_per_line: int = typer.Option(1, help="mutation (teacher): rewrites per line."),
+    labeler: str = LabelerOpt,
 ) -> None:
-    """Enqueue one labeling job per problem; prints the run id."""
-    import asyncio
-
+    """Enqueue one labeling job per problem (through the labeler API); prints the run id."""
     from pydantic import ValidationError
 
-    from contracts.datasets import DatasetError
     from contracts.labeler import LabelRunRequest
-    from services.labeler.completions import BackendUnreachable
-    from services.labeler.queue import open_store
-    from services.labeler.settings import LabelerSettings
 
-    settings = LabelerSettings()
     try:
         request = LabelRunRequest.model_validate(
             {
                 "strategy": strategy,
-                "dataset": dataset,
+                "dataset": _dataset_arg(dataset),
                 "limit": limit,
                 "policy": _backend_spec(policy, policy_model, policy_api),
                 "search": {
@@ -413,72 +494,84 @@ def label_submit(
             where = ".".join(str(part) for part in error["loc"])
             console.print(f"[red]bad request:[/red] {where}: {error['msg']}")
         raise typer.Exit(2) from None
-
-    async def submit() -> Any:
-        async with open_store(settings) as store:
-            return await store.submit(request, settings.queue_name, settings.openai_api_key)
-
-    try:
-        info = asyncio.run(submit())
-    except (DatasetError, BackendUnreachable) as exc:
-        console.print(f"[red]cannot submit:[/red] {exc}")
-        raise typer.Exit(2) from None
-    console.print(f"run {info.run_id}: {info.total} jobs queued on {settings.queue_name}")
+    with _labeler(labeler) as client:
+        info = client.submit(request)
+    console.print(f"run {info.run_id}: {info.total} jobs queued ({labeler})")
     print(info.run_id)
+
+
+@label_app.command("list")
+def label_list(
+    limit: int = typer.Option(20, help="The newest N runs."),
+    labeler: str = LabelerOpt,
+) -> None:
+    """The labeling runs, newest first, with their progress."""
+    with _labeler(labeler) as client:
+        runs = client.list_runs(limit)
+    table = Table("run", "strategy", "dataset", "done", "failed", "remaining", "samples", "state")
+    for info in runs:
+        state = "finished" if info.finished else "running" if info.warning is None else "stalled"
+        table.add_row(
+            info.run_id,
+            info.strategy,
+            info.dataset,
+            str(info.done),
+            str(info.failed),
+            str(info.remaining),
+            str(info.samples),
+            state,
+        )
+    Console().print(table)
+    if not runs:
+        console.print("no labeling runs (start one with `codeprm label submit`)")
 
 
 @label_app.command("status")
 def label_status(
     run_id: str = typer.Argument(..., help="The run id `label submit` printed."),
     watch: bool = typer.Option(True, help="Follow live until the run finishes."),
+    labeler: str = LabelerOpt,
 ) -> None:
-    """Progress of a run: a live bar with done / failed / remaining, rate and ETA."""
-    import asyncio
-
+    """Progress of a run: a live bar with done / failed / remaining, rate and ETA.
+    Exits 1 once the run has finished with failed units (their reasons are listed)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from services.labeler.queue import open_store
-    from services.labeler.runs import RunNotFound
-    from services.labeler.settings import LabelerSettings
-
-    settings = LabelerSettings()
-
-    async def follow() -> Any:
-        async with open_store(settings) as store:
-            info = await store.info(run_id)
-            columns = (
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("failed {task.fields[failed]}"),
-                TextColumn("samples {task.fields[samples]}"),
-                TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(),
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("failed {task.fields[failed]}"),
+        TextColumn("samples {task.fields[samples]}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    warned: str | None = None
+    with _labeler(labeler) as client:
+        info = client.status(run_id)
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(
+                f"run {run_id}", total=info.total, failed=0, samples=0, rate=""
             )
-            with Progress(*columns, console=console) as progress:
-                task = progress.add_task(
-                    f"run {run_id}", total=info.total, failed=0, samples=0, rate=""
+            while True:
+                progress.update(
+                    task,
+                    completed=info.done + info.failed,
+                    failed=info.failed,
+                    samples=info.samples,
+                    rate=_rate(info),
                 )
-                while True:
-                    progress.update(
-                        task,
-                        completed=info.done + info.failed,
-                        failed=info.failed,
-                        samples=info.samples,
-                        rate=_rate(info),
-                    )
-                    if info.finished or not watch:
-                        return info
-                    await asyncio.sleep(1)
-                    info = await store.info(run_id)
-
-    try:
-        info = asyncio.run(follow())
-    except RunNotFound:
-        console.print(f"[red]no labeling run {run_id!r}[/red]")
-        raise typer.Exit(2) from None
+                if info.warning is not None and info.warning != warned:
+                    progress.console.print(f"[yellow]warning:[/yellow] {info.warning}")
+                warned = info.warning
+                if info.finished or not watch:
+                    break
+                time.sleep(1)
+                info = client.status(run_id)
     for problem, reason in info.failures.items():
         console.print(f"[yellow]failed[/yellow] {problem}: {reason}")
+    if info.finished and info.failed:
+        console.print(f"{info.failed} of {info.total} units failed")
+        raise typer.Exit(1)
 
 
 def _rate(info: Any) -> str:
@@ -490,32 +583,25 @@ def _rate(info: Any) -> str:
 @label_app.command("export")
 def label_export(
     run_id: str = typer.Argument(..., help="The run id."),
-    out: Path = typer.Option(..., help="JSONL file to write."),
+    out: Path = typer.Option(..., help="JSONL file to write (replaced only once complete)."),
+    partial: bool = typer.Option(
+        False, help="Export an unfinished run's samples so far (refused otherwise)."
+    ),
+    labeler: str = LabelerOpt,
 ) -> None:
     """Write a run's samples as JSONL (TRL stepwise fields + line_labels + provenance)."""
-    import asyncio
+    from contracts.files import atomic_open
 
-    from services.labeler.queue import open_store
-    from services.labeler.runs import RunNotFound
-    from services.labeler.settings import LabelerSettings
-
-    settings = LabelerSettings()
-
-    async def export() -> tuple[int, Any]:
-        count = 0
-        async with open_store(settings) as store:
-            info = await store.info(run_id)
-            with out.open("w") as f:
-                async for line in store.export(run_id, settings.export_ttl_s):
-                    f.write(line)
-                    count += 1
-        return count, info
-
-    try:
-        count, info = asyncio.run(export())
-    except RunNotFound:
-        console.print(f"[red]no labeling run {run_id!r}[/red]")
-        raise typer.Exit(2) from None
+    if not out.parent.is_dir():
+        raise typer.BadParameter(f"{out.parent} is not a directory", param_hint="--out")
+    count = 0
+    with _labeler(labeler) as client:
+        info = client.status(run_id)
+        # Written beside `out` and renamed: a failure on the way leaves an existing file as it was.
+        with atomic_open(out) as f:
+            for sample in client.export(run_id, partial=partial):
+                f.write(sample.model_dump_json() + "\n")
+                count += 1
     console.print(
         f"{count} samples written to {out}, from {info.done} of {info.total} units; "
         f"{info.failed} failed, {info.remaining} not finished"
@@ -532,7 +618,9 @@ def _stack_config(**kw: Any) -> Any:
         queue_name=os.environ.get("CODEPRM_LABELER_QUEUE_NAME", StackConfig.queue_name),
         **kw,
     )
-    if config.prm_model is None:
+    if config.prm_model is not None:
+        checkpoint_dir(config.prm_model, "PRM checkpoint")
+    else:
         console.print(
             "[dim]No --prm-model given: serving the tiny offline demo PRM "
             f"(built once under {cache_dir()}).[/dim]"
@@ -545,11 +633,20 @@ def _print_services(stack: Any) -> None:
     table = Table(title="codeprm local stack")
     table.add_column("service")
     table.add_column("url")
-    table.add_column("log")
     for s in stack.services:
-        table.add_row(s.name, s.url or "(queue worker)", str(s.log_path))
-    table.add_row("redis", stack.redis_url, "")
+        table.add_row(s.name, s.url or "(queue worker)")
+    table.add_row("redis", stack.redis_url)
     console.print(table)
+    # Whole paths, on lines of their own: a table column would cut them to the terminal.
+    console.print(f"logs in {stack.log_dir}:", highlight=False)
+    for s in stack.services:
+        console.print(f"  {s.log_path}", highlight=False, soft_wrap=True)
+    labeler = next(s.url for s in stack.services if s.name == "labeler")
+    if labeler != LabelerOpt.default:  # where `codeprm label ...` looks unless told
+        console.print(
+            f"for `codeprm label ...` in another shell:\n    export CODEPRM_LABELER_URL={labeler}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -579,14 +676,19 @@ def up(
         with console.status("starting executor, PRM server, labeler and worker..."):
             stack = LocalStack(config, say=console.print).__enter__()
     except StackError as exc:
-        console.print(f"[red]codeprm up failed:[/red] {exc}")
+        console.print(f"[red]codeprm up failed:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     try:
         _print_services(stack)
         console.print("[green]ready[/green] - Ctrl-C stops everything")
         while (exited := stack.poll_exited()) is None:
             time.sleep(0.5)
-        console.print(f"[red]{exited.name} exited unexpectedly; stopping the stack[/red]")
+        console.print(
+            f"[red]{exited.name} exited unexpectedly; stopping the stack[/red]\n"
+            + stack.log_tails([exited]),
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
     except KeyboardInterrupt:
         console.print("stopping...")

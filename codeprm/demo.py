@@ -199,6 +199,7 @@ def _pipeline(stack: LocalStack, console: Console, options: DemoOptions) -> None
         )
     prm_url = f"http://127.0.0.1:{port}"
     run = out / "ppo"
+    shutil.rmtree(run, ignore_errors=True)  # a demo starts over; `train ppo` would refuse it
     try:
         if not wait_ready(prm_url, timeout_s=120):
             raise RuntimeError(f"the trained PRM's server did not become ready; see {prm_log}")

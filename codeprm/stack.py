@@ -76,6 +76,15 @@ def wait_ready(url: str, timeout_s: float, poll_s: float = 0.1) -> bool:
     return False
 
 
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def redis_answers(url: str) -> bool:
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
@@ -148,6 +157,7 @@ class LocalStack:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> LocalStack:
+        self._check_ports()
         try:
             self._ensure_redis()
             self._start_services()
@@ -165,6 +175,24 @@ class LocalStack:
     ) -> None:
         self.stop()
 
+    def _check_ports(self) -> None:
+        """Before starting anything: a port in use (say, a second `codeprm up`) would let
+        another stack answer our readiness checks while our own service dies."""
+        c = self.config
+        for name, port in (
+            ("executor", c.executor_port),
+            ("PRM server", c.prm_port),
+            ("labeler", c.labeler_port),
+        ):
+            if not port_free(c.host, port):
+                flag = {"executor": "--executor-port", "PRM server": "--prm-port"}.get(
+                    name, "--labeler-port"
+                )
+                raise StackError(
+                    f"port {port} ({name}) on {c.host} is already in use, perhaps by another "
+                    f"`codeprm up`: stop that, or choose another port with {flag}"
+                )
+
     def _ensure_redis(self) -> None:
         if redis_answers(self.redis_url):
             return
@@ -179,7 +207,8 @@ class LocalStack:
         self.redis_url = self.private_redis.url
         self.say(
             f"Nothing answers at {self.config.redis_url}: started a private redis-server at "
-            f"{self.redis_url} (deleted on exit)."
+            f"{self.redis_url} (deleted on exit). A `codeprm label worker` started in another "
+            f"shell needs:\n    export REDIS_URL={self.redis_url}"
         )
 
     def _start_services(self) -> None:
@@ -257,7 +286,7 @@ class LocalStack:
                     names = ", ".join(s.name for s in pending)
                     raise StackError(
                         f"not ready after {self.config.ready_timeout_s:.0f}s: {names}"
-                        f"\n{self._log_tails(pending)}"
+                        f"\n{self.log_tails(pending)}"
                     )
                 time.sleep(0.2)
         worker = next(s for s in self.services if s.name == "labeler_worker")
@@ -268,7 +297,7 @@ class LocalStack:
         except TimeoutError:
             self._check_alive(worker)
             raise StackError(
-                f"labeler worker answered no job in {left:.0f}s\n{self._log_tails([worker])}"
+                f"labeler worker answered no job in {left:.0f}s\n{self.log_tails([worker])}"
             ) from None
 
     async def _ping_worker(self, timeout_s: float) -> None:
@@ -289,10 +318,10 @@ class LocalStack:
         if service.proc.poll() is not None:
             raise StackError(
                 f"{service.name} exited with code {service.proc.returncode}\n"
-                f"{self._log_tails([service])}"
+                f"{self.log_tails([service])}"
             )
 
-    def _log_tails(self, services: list[Service], lines: int = 15) -> str:
+    def log_tails(self, services: list[Service], lines: int = 15) -> str:
         parts = []
         for s in services:
             text = s.log_path.read_text(errors="replace") if s.log_path.exists() else ""

@@ -123,8 +123,17 @@ def _status(run_id: str) -> _Call[LabelRunInfo]:
     return _Call("GET", f"/v1/label/runs/{run_id}", None, LabelRunInfo.model_validate)
 
 
-def _export_path(run_id: str) -> str:
-    return f"/v1/label/runs/{run_id}/export"
+def _list_runs(limit: int) -> _Call[list[LabelRunInfo]]:
+    return _Call(
+        "GET",
+        f"/v1/label/runs?limit={limit}",
+        None,
+        lambda answer: [LabelRunInfo.model_validate(run) for run in answer],
+    )
+
+
+def _export_path(run_id: str, partial: bool) -> str:
+    return f"/v1/label/runs/{run_id}/export" + ("?partial=true" if partial else "")
 
 
 # -- transport: one retry policy for both flavours -----------------------------------------
@@ -359,6 +368,10 @@ class LabelerClient(ServiceClient):
     def status(self, run_id: str) -> LabelRunInfo:
         return self.call(_status(run_id))
 
+    def list_runs(self, limit: int = 50) -> list[LabelRunInfo]:
+        """The newest runs first."""
+        return self.call(_list_runs(limit))
+
     def wait(
         self,
         run_id: str,
@@ -374,9 +387,10 @@ class LabelerClient(ServiceClient):
                 return info
             time.sleep(poll_s)
 
-    def export(self, run_id: str) -> Iterator[LabeledSample]:
-        """The run's samples, streamed (not retried once the stream has started)."""
-        with self._http.stream("GET", _export_path(run_id)) as response:
+    def export(self, run_id: str, *, partial: bool = False) -> Iterator[LabeledSample]:
+        """The run's samples, streamed (not retried once the stream has started). A run not
+        finished yet is refused (`ServiceRejected`, 409) unless `partial`."""
+        with self._http.stream("GET", _export_path(run_id, partial)) as response:
             if response.status_code >= 400:
                 response.read()
                 raise ServiceRejected(response.status_code, _detail(response))
@@ -391,6 +405,10 @@ class AsyncLabelerClient(AsyncServiceClient):
 
     async def status(self, run_id: str) -> LabelRunInfo:
         return await self.call(_status(run_id))
+
+    async def list_runs(self, limit: int = 50) -> list[LabelRunInfo]:
+        """The newest runs first."""
+        return await self.call(_list_runs(limit))
 
     async def wait(
         self,
@@ -407,9 +425,10 @@ class AsyncLabelerClient(AsyncServiceClient):
                 return info
             await asyncio.sleep(poll_s)
 
-    async def export(self, run_id: str) -> AsyncIterator[LabeledSample]:
-        """The run's samples, streamed (not retried once the stream has started)."""
-        async with self._http.stream("GET", _export_path(run_id)) as response:
+    async def export(self, run_id: str, *, partial: bool = False) -> AsyncIterator[LabeledSample]:
+        """The run's samples, streamed (not retried once the stream has started). A run not
+        finished yet is refused (`ServiceRejected`, 409) unless `partial`."""
+        async with self._http.stream("GET", _export_path(run_id, partial)) as response:
             if response.status_code >= 400:
                 await response.aread()
                 raise ServiceRejected(response.status_code, _detail(response))

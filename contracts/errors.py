@@ -5,6 +5,7 @@
     ├── PayloadTooLarge     413
     ├── Unauthorized        401
     ├── NotFound            404
+    ├── Conflict            409  the resource is not in a state that allows this yet
     └── Unavailable         503  (+ Retry-After)
         ├── Overloaded           the queue is full; try again shortly
         └── NotReady             still starting (model loading, self-test running)
@@ -63,6 +64,10 @@ class Unauthorized(CodeprmError):
 
 class NotFound(CodeprmError):
     status_code = 404
+
+
+class Conflict(CodeprmError):
+    status_code = 409
 
 
 class Unavailable(CodeprmError):

@@ -158,3 +158,7 @@ class LabelRunInfo(BaseModel):
     finished: bool
     failures: dict[str, str] = Field(default_factory=dict)
     """Up to 20 failed units: problem id -> reason."""
+    workers: int = 0
+    """Labeler workers of this deployment alive now (each beats every few seconds)."""
+    warning: str | None = None
+    """Why an unfinished run is not moving, when it looks stalled (no worker running...)."""

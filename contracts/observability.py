@@ -45,6 +45,8 @@ class Readiness(BaseModel):
     """Each check's outcome: "ok", or why it is not ready."""
     warnings: list[str] = []
     """Ready, but running in a degraded or unsafe mode the operator must know about."""
+    details: dict[str, int] = {}
+    """Counts worth seeing beside readiness (the labeler: its live workers)."""
 
 
 class RequestMetrics:
@@ -123,6 +125,7 @@ def install_observability(
     registry: CollectorRegistry,
     readiness: ReadinessCheck,
     warnings: Callable[[], list[str]] = list,
+    details: Callable[[], Awaitable[dict[str, int]]] | None = None,
 ) -> None:
     app.add_middleware(RequestLogMiddleware, metrics=RequestMetrics(registry))
 
@@ -142,6 +145,7 @@ def install_observability(
             service=service,
             checks={name: reason or "ok" for name, reason in outcome.items()},
             warnings=warnings(),
+            details=await details() if details is not None else {},
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

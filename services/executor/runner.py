@@ -124,6 +124,15 @@ def _fresh_main(code: str, filename: str) -> tuple[types.ModuleType, types.CodeT
     return main, compile(code, filename, "exec", dont_inherit=True)
 
 
+def print_user_traceback(exc: BaseException) -> None:
+    """The traceback `python solution.py` would print: from the program's first frame on.
+    The executor's own frames (which would show its paths on the host) are left out."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != SOLUTION_FILE:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb)
+
+
 def run_program(code: str) -> NoReturn:
     """Run `code` as __main__ and exit the way `python file.py` would."""
     try:
@@ -132,8 +141,8 @@ def run_program(code: str) -> NoReturn:
         status = 0
     except SystemExit as exc:
         status = _exit_status(exc)
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as exc:
+        print_user_traceback(exc)
         status = 1
     _finish(status)
 
@@ -173,7 +182,7 @@ def serve_candidate(code: str, requests_fd: int, replies_fd: int) -> NoReturn:
         main, compiled = _fresh_main(code, SOLUTION_FILE)
         exec(compiled, main.__dict__)
     except BaseException as exc:
-        traceback.print_exc()
+        print_user_traceback(exc)
         wire.write_frame(replies_fd, {"loaded": False, "raise": _describe(exc)})
         _finish(1)
     wire.write_frame(replies_fd, {"loaded": True})

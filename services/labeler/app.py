@@ -14,6 +14,7 @@ from contracts.errors import install_error_handlers
 from contracts.observability import install_observability
 from services.labeler.queue import connect
 from services.labeler.routes import router
+from services.labeler.runs import RunStore
 from services.labeler.settings import LabelerSettings
 
 
@@ -38,9 +39,19 @@ def create_app(settings: LabelerSettings) -> FastAPI:
             return {"redis": f"unreachable: {exc}"}
         return {"redis": None}
 
+    async def workers() -> dict[str, int]:
+        # Not a readiness check: the API takes runs with no worker running (workers may be
+        # scaled from zero on the queue's length); a run then says why it does not move.
+        try:
+            return {"workers": await RunStore(app.state.redis, settings.key_prefix).live_workers()}
+        except (RedisError, OSError):
+            return {}
+
     install_error_handlers(app)
     app.add_exception_handler(RedisError, _redis_unavailable)
-    install_observability(app, service="labeler", registry=registry, readiness=readiness)
+    install_observability(
+        app, service="labeler", registry=registry, readiness=readiness, details=workers
+    )
     app.include_router(router)
     return app
 

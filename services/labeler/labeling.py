@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.datasets import Problem
-from contracts.labels import LabeledSample, Strategy
+from contracts.labels import LabeledSample, Strategy, trl_steps
 from contracts.lines import Line
 
 
@@ -28,10 +28,11 @@ def make_sample(
     strategy: Strategy,
     provenance: dict[str, object],
 ) -> LabeledSample:
+    steps, step_labels = trl_steps(lines, labels)
     return LabeledSample(
         prompt=problem.prompt,
-        completions=lines,
-        labels=[v > 0 for v in labels],
+        completions=steps,
+        labels=step_labels,
         line_labels=labels,
         problem_id=problem.problem_id,
         strategy=strategy,

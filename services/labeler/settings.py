@@ -69,3 +69,9 @@ class LabelerSettings(ServiceSettings):
         None, description="Directory with the teacher prompts bug.md and rewrite.md."
     )
     hf_device: str = Field("cpu", description="Device for local Hugging Face backends.")
+    stall_warning_s: float = Field(
+        30.0,
+        ge=0,
+        description="An unfinished run none of whose jobs a worker has taken for this long "
+        "says why in its status (no worker running, or all busy with earlier runs).",
+    )

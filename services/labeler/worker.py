@@ -41,6 +41,7 @@ from services.labeler.monte_carlo import label_by_monte_carlo
 from services.labeler.mutation import label_by_mutation
 from services.labeler.queue import redis_settings
 from services.labeler.runs import (
+    HEARTBEAT_S,
     RunNotFound,
     RunStore,
     job_deserializer,
@@ -89,6 +90,7 @@ async def _attempt(
     except RunNotFound:  # deleted, or lost with a Redis that keeps nothing on disk
         log.warning("the run is gone; unit skipped", extra={"run_id": run_id, "unit": unit})
         return 0
+    await store.taken(run_id)
     if job_try > settings.max_tries:  # every earlier try ended without a word
         await store.fail(
             run_id,
@@ -187,9 +189,27 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx["backends"] = {}
     ctx["backends_lock"] = asyncio.Lock()
+    ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
+    ctx["heartbeat"] = asyncio.create_task(_beat(RunStore(ctx["redis"], settings.key_prefix), ctx))
+
+
+async def _beat(store: RunStore, ctx: dict[str, Any]) -> None:
+    """Tells the labeler this worker is alive (`LabelRunInfo.workers`, `/readyz`)."""
+    while True:
+        try:
+            await store.heartbeat(ctx["worker_id"])
+        except (RedisError, OSError) as exc:  # Redis away: the polling loop deals with it
+            log.warning("cannot send the heartbeat", extra={"error": repr(exc)})
+        await asyncio.sleep(HEARTBEAT_S)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    ctx["heartbeat"].cancel()
+    settings: LabelerSettings = ctx["settings"]
+    try:
+        await RunStore(ctx["redis"], settings.key_prefix).worker_stopped(ctx["worker_id"])
+    except (RedisError, OSError):  # counted gone once its beats stop anyway
+        pass
     await ctx["executor"].aclose()
     for backend in ctx["backends"].values():
         await backend.aclose()

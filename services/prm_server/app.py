@@ -1,11 +1,12 @@
 """PRM server app: the model loads in the background so /healthz answers at once; /readyz
-turns 200 only when the model is loaded and a warm-up forward pass has run."""
+turns 200 only when the model is loaded and a warm-up forward pass has run. A model that
+fails to load is reported to `on_load_failure` (`codeprm prm serve` then stops, saying why)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import torch
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 WARM_UP = ScoreItem(prompt="# warm-up\n", code="def f(x):\n    return x\n")
 
 
-def create_app(settings: PrmSettings) -> FastAPI:
+def create_app(
+    settings: PrmSettings, *, on_load_failure: Callable[[str], None] | None = None
+) -> FastAPI:
     registry = CollectorRegistry()
     problem: dict[str, str] = {}
 
@@ -37,9 +40,13 @@ def create_app(settings: PrmSettings) -> FastAPI:
             prm = await asyncio.to_thread(load_prm, settings.model, settings.device, settings.dtype)
             # The first forward pass compiles kernels and allocates; pay it before traffic.
             await asyncio.to_thread(forward, prm, [encode(prm, WARM_UP, settings.max_tokens)])
-        except Exception as exc:  # reported by /readyz; the process stays up for inspection
-            log.exception("model load failed")
+        except Exception as exc:
+            # A server that can never score must not sit answering 503 (which clients
+            # retry): whoever runs it is told, and stops it.
+            log.error("model load failed", extra={"error": repr(exc)})  # the reason is enough
             problem["model"] = f"load failed: {exc}"
+            if on_load_failure is not None:
+                on_load_failure(f"cannot load the PRM from {settings.model}: {exc}")
             return
         app.state.scorer = start_scorer(prm, settings, registry)
         log.info("ready to score", extra={"model": prm.name})

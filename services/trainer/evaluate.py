@@ -25,7 +25,9 @@ import torch
 from pydantic import BaseModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from contracts.clients import ExecutorClient
 from contracts.datasets import Problem, load_problems
+from contracts.files import atomic_open, checkpoint_dir
 from contracts.lines import split_lines
 from contracts.prm_model import resolve_device
 from services.trainer.judge import ServiceJudge
@@ -85,13 +87,16 @@ def evaluate_policy(
     seed: int = 0,
     out: Path | None = None,
 ) -> EvalReport:
+    checkpoint_dir(model_dir, "policy")
+    problems = load_problems(dataset)[:limit]
+    with ExecutorClient(executor_url, retries=1) as executor:  # down: say so before sampling
+        executor.ping()
     dev = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
     model = model.to(dev).eval()
-    problems = load_problems(dataset)[:limit]
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     torch.manual_seed(seed)
     results = sample_and_judge(
@@ -229,7 +234,7 @@ def bucket(groups: list[list[Sampled]], ks: Sequence[int] = (1,)) -> Bucket:
 
 def write_samples(results: list[Sampled], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as f:
+    with atomic_open(out) as f:
         for result in results:
             row = {
                 "problem_id": result.rollout.problem.problem_id,

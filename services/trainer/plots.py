@@ -7,6 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
+from contracts.files import atomic_open
+
 matplotlib.use("Agg")  # files only: no display on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -32,6 +34,7 @@ def plot_curves(
             ax.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, dpi=110, format=out.suffix.lstrip(".") or "png")
     plt.close(fig)
     return out

@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, 
 from transformers.utils import logging as hf_logging
 
 from contracts.datasets import Problem, load_problems
+from contracts.files import atomic_dir, atomic_write_text, checkpoint_dir
 from contracts.lines import split_lines
 from contracts.prm_model import resolve_device
 from services.trainer import ppo_core
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
+FINISHED = "policy/config.json"  # written last (atomically, with the whole policy/)
 SAMPLES = "samples.jsonl"
 EVAL_SAMPLES = "eval_samples.jsonl"
 
@@ -72,6 +74,12 @@ def train_ppo(
     torch.manual_seed(config.seed)
     checkpoint = config.out / CHECKPOINT
     resuming = (checkpoint / "state.pt").is_file()
+    if not resuming and (config.out / FINISHED).is_file():
+        # The same rule as `train prm`: an unfinished run resumes, a finished one is kept.
+        raise FileExistsError(
+            f"{config.out} already holds a finished PPO run (policy/, critic/, {METRICS}); "
+            "choose another out (--out), or delete it to start over"
+        )
     models = load_models(config, checkpoint if resuming else None)
     problems = load_problems(config.dataset)[: config.limit_problems]
     policy_opt = torch.optim.AdamW(models.policy.parameters(), lr=config.policy_lr)
@@ -85,7 +93,7 @@ def train_ppo(
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed", extra={"step": step, "checkpoint": str(checkpoint)})
     config.out.mkdir(parents=True, exist_ok=True)
-    (config.out / "config.json").write_text(config.model_dump_json(indent=2))
+    atomic_write_text(config.out / "config.json", config.model_dump_json(indent=2))
     history = rows_until(config.out / METRICS, step)
     tensorboard = _tensorboard(config.out)
     held_out = (
@@ -154,6 +162,9 @@ def _tensorboard(out: Path) -> Any:
 
 
 def load_models(config: PpoConfig, checkpoint: Path | None) -> Models:
+    checkpoint_dir(config.policy, "policy")
+    if config.value_init is not None:
+        checkpoint_dir(config.value_init, "value_init")
     device = resolve_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(config.policy)
     if tokenizer.pad_token is None:
@@ -590,29 +601,28 @@ def save_checkpoint(
 ) -> None:
     # Written beside the old one and swapped in: a crash mid-save keeps the old one usable.
     final = config.out / CHECKPOINT
-    staging = config.out / (CHECKPOINT + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    models.policy.save_pretrained(staging / "policy")
-    models.critic.save_pretrained(staging / "critic")
-    torch.save(
-        {
-            "policy_opt": policy_opt.state_dict(),
-            "critic_opt": critic_opt.state_dict(),
-            "step": step,
-            "torch_rng": torch.get_rng_state(),
-        },
-        staging / "state.pt",
-    )
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    with atomic_dir(final) as staging:
+        models.policy.save_pretrained(staging / "policy")
+        models.critic.save_pretrained(staging / "critic")
+        torch.save(
+            {
+                "policy_opt": policy_opt.state_dict(),
+                "critic_opt": critic_opt.state_dict(),
+                "step": step,
+                "torch_rng": torch.get_rng_state(),
+            },
+            staging / "state.pt",
+        )
     log.info("checkpoint saved", extra={"step": step, "path": str(final)})
 
 
 def _save_final(models: Models, config: PpoConfig, history: list[Row]) -> None:
-    models.policy.save_pretrained(config.out / "policy")
-    models.tokenizer.save_pretrained(config.out / "policy")
-    models.critic.save_pretrained(config.out / "critic")
     plot_run(history, config.out)
+    with atomic_dir(config.out / "critic") as critic:
+        models.critic.save_pretrained(critic)
+    with atomic_dir(config.out / "policy") as policy:  # last: it marks the run finished
+        models.policy.save_pretrained(policy)
+        models.tokenizer.save_pretrained(policy)
     shutil.rmtree(config.out / CHECKPOINT, ignore_errors=True)
 
 

@@ -2,9 +2,9 @@
 
 Both formats are JSONL rows with `prompt`, `completions` and `labels`:
 
-* the labeler's export (`contracts/labels.py`) has one completion per physical line and adds
-  `line_labels` (+1 / 0 / -1; soft pass fractions in [0, 1] for `monte_carlo`): the program is
-  the lines joined by newlines;
+* the labeler's export (`contracts/labels.py`) has TRL steps (a code line with the neutral
+  lines before it) and adds `line_labels`, one per physical line (+1 / 0 / -1; soft pass
+  fractions in [0, 1] for `monte_carlo`): the program is the steps joined by newlines;
 * TRL's stepwise rows have only boolean `labels`, one per step; TRL's PRMTrainer puts a "\\n"
   separator after every step, so the program is `"".join(step + "\\n")`, and a step's label
   belongs to its last line (a multi-line step's other lines are not trained on).
@@ -76,8 +76,9 @@ def _parse(
     row: dict[str, Any], prompt: str, steps: list[Any], flags: Any, problem_id: str
 ) -> PrmExample:
     if "line_labels" in row:
+        # One label per physical line; the steps joined with "\n" are those lines.
         values = row["line_labels"]
-        if len(values) != len(steps) or any("\n" in s for s in steps):
+        if len(values) != sum(str(s).count("\n") + 1 for s in steps):
             raise PrmDataError("`line_labels` needs one entry per line of `completions`")
         soft = row.get("strategy") == "monte_carlo"
         return _example(

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from contracts.files import atomic_dir, atomic_write_text, checkpoint_dir
 from contracts.geometry import EncodedLines
 from contracts.prm import METADATA_FILE, PrmMetadata, ScoreItem
 from contracts.prm_model import LoadedPrm, encode, forward, resolve_device
@@ -108,7 +109,7 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
     device = resolve_device(config.device)
     checkpoint = config.out / CHECKPOINT
     resuming = (checkpoint / "state.pt").is_file()
-    source = checkpoint if resuming else config.base_model
+    source = checkpoint if resuming else checkpoint_dir(config.base_model, "base model")
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     if not tokenizer.is_fast:
@@ -397,21 +398,18 @@ def _save_checkpoint(
 ) -> None:
     # Written beside the old one and swapped in, so a crash mid-save leaves a usable checkpoint.
     final = config.out / CHECKPOINT
-    staging = config.out / (CHECKPOINT + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    prm.model.save_pretrained(staging)
-    prm.tokenizer.save_pretrained(staging)
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "torch_rng": torch.get_rng_state(),
-            "config": config.model_dump(mode="json"),
-        },
-        staging / "state.pt",
-    )
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    with atomic_dir(final) as staging:
+        prm.model.save_pretrained(staging)
+        prm.tokenizer.save_pretrained(staging)
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "torch_rng": torch.get_rng_state(),
+                "config": config.model_dump(mode="json"),
+            },
+            staging / "state.pt",
+        )
     log.info("checkpoint saved", extra={"step": step, "path": str(final)})
 
 
@@ -420,7 +418,7 @@ def _save_final(
 ) -> None:
     prm.model.save_pretrained(config.out)
     prm.tokenizer.save_pretrained(config.out)
-    (config.out / "train_config.json").write_text(config.model_dump_json(indent=2))
+    atomic_write_text(config.out / "train_config.json", config.model_dump_json(indent=2))
     plot_curves(
         history,
         config.out / "curves.png",
@@ -434,5 +432,5 @@ def _save_final(
         ],
     )
     # Last: its presence marks a finished run.
-    (config.out / METADATA_FILE).write_text(prm.metadata.model_dump_json(indent=2))
+    atomic_write_text(config.out / METADATA_FILE, prm.metadata.model_dump_json(indent=2))
     shutil.rmtree(config.out / CHECKPOINT, ignore_errors=True)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from contracts.files import atomic_write_text
 from contracts.prm import LineScore
 from contracts.render import STYLE, program_html
 from services.trainer.ppo import METRICS, SAMPLES, plot_run
@@ -54,11 +55,12 @@ def write_report(
         )
     parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(config)}</pre>"]
     page = out / "index.html"
-    page.write_text(
+    atomic_write_text(
+        page,
         "<!doctype html><meta charset=utf-8><title>codeprm report</title>"
         f"<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}}"
         f"table{{border-collapse:collapse}}td{{padding:2px 10px;border-bottom:1px solid #eee}}"
-        f"{STYLE}</style>" + "\n".join(parts)
+        f"{STYLE}</style>" + "\n".join(parts),
     )
     return page
 

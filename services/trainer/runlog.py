@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from contracts.files import atomic_write_text
+
 Row = dict[str, Any]
 
 
@@ -21,5 +23,5 @@ def rows_until(path: Path, step: int) -> list[Row]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     kept = [r for r in rows if r["step"] <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept

@@ -30,6 +30,7 @@ from transformers.utils import logging as hf_logging
 
 from codeprm.tiny import build_tokenizer, code_corpus, tiny_config
 from contracts.datasets import Problem, load_problems
+from contracts.files import atomic_write_text
 from contracts.prm_model import resolve_device
 from services.trainer.plots import plot_curves
 from services.trainer.runlog import append_row
@@ -153,7 +154,7 @@ def train_sft(config: SftConfig, *, progress: bool = False) -> Path:
             bar.update(task, advance=1, status=f"loss {row['loss']:.3f}")
     model.save_pretrained(config.out)
     tokenizer.save_pretrained(config.out)
-    (config.out / "sft_config.json").write_text(config.model_dump_json(indent=2))
+    atomic_write_text(config.out / "sft_config.json", config.model_dump_json(indent=2))
     plot_curves(history, config.out / "curves.png", [("train loss", ["loss"])])
     return config.out
 

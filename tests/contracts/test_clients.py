@@ -170,6 +170,13 @@ def _labeler(polls: list[int]) -> httpx.MockTransport:
         path = request.url.path
         if request.method == "POST" and path == "/v1/label/runs":
             return httpx.Response(201, json=INFO)
+        if path == "/v1/label/runs":
+            limit = int(request.url.params["limit"])
+            return httpx.Response(200, json=[INFO | {"run_id": f"r{i}"} for i in range(limit)])
+        if path == "/v1/label/runs/r2/export" and request.url.params.get("partial") != "true":
+            return httpx.Response(409, json={"detail": "run r2 is not finished: 2 of 2 units"})
+        if path == "/v1/label/runs/r2/export":
+            return httpx.Response(200, text="")
         if path == "/v1/label/runs/r1":
             polls.append(1)
             done = len(polls)
@@ -205,3 +212,12 @@ async def test_async_labeler_client_matches_the_sync_one() -> None:
         final = await c.wait(info.run_id, poll_s=0.001)
         samples = [s async for s in c.export(info.run_id)]
     assert final.finished and len(samples) == 2
+
+
+def test_labeler_client_lists_runs_and_asks_for_partial_exports() -> None:
+    with LabelerClient("http://labeler", transport=_labeler([])) as c:
+        assert [run.run_id for run in c.list_runs(limit=3)] == ["r0", "r1", "r2"]
+        with pytest.raises(ServiceRejected) as unfinished:
+            list(c.export("r2"))
+        assert unfinished.value.status_code == 409 and "2 of 2" in unfinished.value.detail
+        assert list(c.export("r2", partial=True)) == []  # the mock has no rows for it

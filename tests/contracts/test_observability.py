@@ -55,6 +55,7 @@ async def test_ready_and_not_ready() -> None:
             "service": "demo",
             "checks": {"db": "ok", "model": "loading"},
             "warnings": [],
+            "details": {},
         }
         assert (await c.get("/healthz")).json()["status"] == "ok"
 

@@ -316,3 +316,29 @@ async def test_a_full_queue_answers_overloaded_at_once() -> None:
     with pytest.raises(Overloaded):
         await pool.execute({"timeout_s": 1})
     waiting.cancel()
+
+
+def test_a_programs_traceback_shows_only_the_program(
+    contained_executor: ContainedExecutor,
+) -> None:
+    """What `python solution.py` prints: the program's frames, never the executor's own (its
+    files and paths on the host)."""
+    code = "def inner(x):\n    return 1 / x\n\ndef outer():\n    return inner(0)\n\nouter()\n"
+    failed = httpx.post(f"{contained_executor.url}/v1/run", json={"code": code}).json()
+    assert failed["status"] == "runtime_error"
+    stderr = failed["stderr"]
+    assert stderr.startswith("Traceback (most recent call last):\n"), stderr
+    assert 'File "/tmp/solution.py", line 7, in <module>' in stderr
+    assert 'File "/tmp/solution.py", line 2, in inner' in stderr
+    assert stderr.rstrip().endswith("ZeroDivisionError: division by zero")
+    assert stderr.count('File "') == 3, stderr
+    for leak in ("runner.py", "services/executor", str(Path(__file__).parents[2])):
+        assert leak not in stderr, stderr
+
+    broken = httpx.post(f"{contained_executor.url}/v1/run", json={"code": "def f(:\n"}).json()
+    assert "SyntaxError" in broken["stderr"] and "runner.py" not in broken["stderr"]
+    judged = httpx.post(
+        f"{contained_executor.url}/v1/evaluate",
+        json={"code": "import nope_not_a_module\n", "tests": GOOD_TESTS},
+    ).json()
+    assert "runner.py" not in str(judged), judged

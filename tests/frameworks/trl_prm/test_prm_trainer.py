@@ -5,6 +5,7 @@ checkpoints from TRL's trainer usable."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -112,6 +113,9 @@ async def test_prm_trainer_on_our_export_then_served_by_us(
     finally:
         proc.terminate()
         proc.wait(30)
-    served = [s.score for s in result.line_scores]
+    # TRL labels each step at its end; a step ends on its code line (neutral lines before it
+    # join it), so the served scores to compare are those of the lines that end a step.
+    ends = list(itertools.accumulate(step.count("\n") + 1 for step in row["completions"]))
+    served = [result.line_scores[end - 1].score for end in ends]
     assert len(served) == len(expected)
     assert served == pytest.approx(expected, abs=1e-4)

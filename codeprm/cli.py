@@ -325,6 +325,9 @@ def train_sft(
     batch_size: int = typer.Option(16),
     lr: float = typer.Option(5e-3),
     noise: float = typer.Option(0.08, help="Chance each solution line is made wrong."),
+    fresh: float = typer.Option(
+        0.0, help="listfuncs: share of each batch drawn afresh from the family's generator."
+    ),
     hidden: int = typer.Option(64),
     layers: int = typer.Option(2),
     seed: int = typer.Option(0),
@@ -343,6 +346,7 @@ def train_sft(
         batch_size=batch_size,
         lr=lr,
         noise=noise,
+        fresh=fresh,
         hidden=hidden,
         layers=layers,
         seed=seed,

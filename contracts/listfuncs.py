@@ -218,6 +218,18 @@ def draw(seed: int, index: int, steps: int | None = None) -> Spec:
             return spec
 
 
+def fresh_program(rng: random.Random, avoid: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """A newly drawn (prompt, solution) of the family for supervised training: steps and
+    constants drawn as `draw` draws them, without its test inputs and checks (cheap: nothing
+    is executed), and never one whose prompt is in `avoid` (the held-out problems')."""
+    while True:
+        count = rng.randint(MIN_STEPS, MAX_STEPS)
+        steps = [rng.choice(_middle_steps(rng)) for _ in range(count)]
+        spec = Spec("", [*steps, rng.choice(_finishers(rng))], [])
+        if spec.prompt not in avoid:
+            return spec.prompt, spec.solution
+
+
 _COMPILED: dict[str, Any] = {}
 
 

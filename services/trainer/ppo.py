@@ -27,13 +27,18 @@ from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 from transformers.utils import logging as hf_logging
 
 from contracts.datasets import Problem, load_problems
 from contracts.files import atomic_dir, atomic_write_text, checkpoint_dir
 from contracts.lines import split_lines
-from contracts.prm_model import resolve_device
+from contracts.prm_model import read_metadata, resolve_device
 from services.trainer import ppo_core
 from services.trainer.judge import Judge, Judgement, ServiceJudge
 from services.trainer.plots import plot_curves
@@ -180,20 +185,36 @@ def load_models(config: PpoConfig, checkpoint: Path | None) -> Models:
         assert config.value_init is not None
         critic_dir = config.value_init
         _check_same_tokenizer(tokenizer, critic_dir)
+        _check_values(critic_dir)
     else:
         critic_dir = config.policy  # the policy's backbone with a fresh scalar head
-    critic = _load(
-        AutoModelForTokenClassification,
-        critic_dir,
-        device,
-        num_labels=1,
-        ignore_mismatched_sizes=True,
-    )
+    # No ignore_mismatched_sizes: a PRM whose head is not one scalar is refused above, and a
+    # causal LM has no `score` head, which is then created (the fresh-head critic).
+    critic = _load(AutoModelForTokenClassification, critic_dir, device, num_labels=1)
     return Models(tokenizer, policy, reference, critic, device)
 
 
 def _load(auto_class: Any, path: Path, device: torch.device, **options: Any) -> Any:
     return auto_class.from_pretrained(path, dtype=torch.float32, **options).to(device)
+
+
+def _check_values(prm_dir: Path) -> None:
+    """Refuse a PRM whose head does not output the value itself.
+
+    The critic reads the PRM's scalar head as V(prefix) at every token. Only a `pm1_mse` PRM's
+    output is such a score (a regression on +1/-1, read as it is by `/v1/score`); a
+    `binary_bce` logit is served through a sigmoid and a `trl_two_class` head has two outputs
+    whose softmax is served, so their raw head is not what the PRM scores, and loading the
+    latter with one label would replace its head by a random one."""
+    num_labels = AutoConfig.from_pretrained(prm_dir).num_labels
+    scheme = read_metadata(prm_dir, num_labels).label_scheme
+    if scheme != "pm1_mse" or num_labels != 1:
+        raise ValueError(
+            f"value_init {prm_dir}: its label scheme is {scheme!r} with {num_labels} outputs; "
+            "only a one-output 'pm1_mse' PRM (codeprm train prm --objective mse) has a head "
+            "that outputs its score, which the critic starts from. Train one with "
+            "--objective mse, or use mode 'dense' (PRM rewards, fresh critic)."
+        )
 
 
 def _check_same_tokenizer(tokenizer: Any, prm_dir: Path) -> None:
@@ -267,6 +288,7 @@ def ppo_step(
         old_values,
         advantages,
         returns,
+        step=step,
         update_policy=step > config.critic_warmup_steps,
     )
     finished = time.perf_counter()
@@ -415,53 +437,61 @@ def _update(
     advantages: torch.Tensor,
     returns: torch.Tensor,
     *,
+    step: int,
     update_policy: bool = True,
 ) -> Row:
     models.policy.train()
     models.critic.train()
     sums: dict[str, float] = {}
     count = 0
-    n = batch.tokens.shape[0]
-    generator = torch.Generator().manual_seed(config.seed)
-    for _ in range(config.ppo_epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, config.minibatch_size):
-            index = order[start : start + config.minibatch_size].to(models.device)
-            mb = batch.rows(index)
-            mask = mb.mask
-            logprobs, entropy = _policy_outputs(models.policy, mb, models.device)
-            pg_loss, clip_fraction, approx_kl = ppo_core.policy_loss(
-                logprobs, old_logprobs[index], advantages[index], mask, config.clip_ratio
-            )
-            mean_entropy = ppo_core.masked_mean(entropy, mask)
-            if update_policy:
-                (pg_loss - config.entropy_coef * mean_entropy).backward()  # type: ignore[no-untyped-call]
-                torch.nn.utils.clip_grad_norm_(models.policy.parameters(), config.max_grad_norm)
-                policy_opt.step()
-                policy_opt.zero_grad(set_to_none=True)
+    for index in minibatches(batch.tokens.shape[0], config, step):
+        index = index.to(models.device)
+        mb = batch.rows(index)
+        mask = mb.mask
+        logprobs, entropy = _policy_outputs(models.policy, mb, models.device)
+        pg_loss, clip_fraction, approx_kl = ppo_core.policy_loss(
+            logprobs, old_logprobs[index], advantages[index], mask, config.clip_ratio
+        )
+        mean_entropy = ppo_core.masked_mean(entropy, mask)
+        if update_policy:
+            (pg_loss - config.entropy_coef * mean_entropy).backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(models.policy.parameters(), config.max_grad_norm)
+            policy_opt.step()
+            policy_opt.zero_grad(set_to_none=True)
 
-            values = _values(models.critic, mb, models.device)
-            v_loss, v_clip = ppo_core.value_loss(
-                values, old_values[index], returns[index], mask, config.value_clip
-            )
-            v_loss.backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(models.critic.parameters(), config.max_grad_norm)
-            critic_opt.step()
-            critic_opt.zero_grad(set_to_none=True)
+        values = _values(models.critic, mb, models.device)
+        v_loss, v_clip = ppo_core.value_loss(
+            values, old_values[index], returns[index], mask, config.value_clip
+        )
+        v_loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(models.critic.parameters(), config.max_grad_norm)
+        critic_opt.step()
+        critic_opt.zero_grad(set_to_none=True)
 
-            for key, value in (
-                ("loss/policy", pg_loss),
-                ("loss/value", v_loss),
-                ("policy/entropy", mean_entropy),
-                ("policy/clip_fraction", clip_fraction),
-                ("policy/approx_kl", approx_kl),
-                ("value/clip_fraction", v_clip),
-            ):
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            count += 1
+        for key, value in (
+            ("loss/policy", pg_loss),
+            ("loss/value", v_loss),
+            ("policy/entropy", mean_entropy),
+            ("policy/clip_fraction", clip_fraction),
+            ("policy/approx_kl", approx_kl),
+            ("value/clip_fraction", v_clip),
+        ):
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        count += 1
     stats = {key: total / count for key, total in sums.items()}
     stats["value/explained_variance"] = _explained_variance(old_values, returns, batch.mask)
     return stats
+
+
+def minibatches(n: int, config: PpoConfig, step: int) -> Iterator[torch.Tensor]:
+    """Row indices of each minibatch of step `step`'s `n` rollouts, over `ppo_epochs` epochs:
+    a fresh shuffle every epoch, drawn from (seed, step) so that each step has its own order
+    and a resumed run repeats the order an uninterrupted one would have used."""
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    for _ in range(config.ppo_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.minibatch_size):
+            yield order[start : start + config.minibatch_size]
 
 
 def calibrate_head(

@@ -19,6 +19,7 @@ import logging
 import math
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from codeprm.tiny import build_tokenizer, code_corpus, tiny_config
+from contracts import listfuncs
 from contracts.datasets import Problem, load_problems
 from contracts.files import atomic_write_text
 from contracts.prm_model import resolve_device
@@ -56,6 +58,14 @@ class SftConfig(BaseModel):
     lr: float = Field(5e-3, gt=0, description="Peak learning rate (AdamW), cosine to 10%.")
     warmup_steps: int = Field(30, ge=0)
     noise: float = Field(0.08, ge=0, le=1, description="Chance a solution line is made wrong.")
+    fresh: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="listfuncs only: the share of each batch drawn afresh from the family's "
+        "generator (new step sequences and constants, never a held-out prompt) instead of "
+        "from the dataset's problems.",
+    )
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
 
@@ -118,6 +128,7 @@ def train_sft(config: SftConfig, *, progress: bool = False) -> Path:
         raise ValueError(f"{config.dataset}: no problem has a solution to train on")
 
     tokenizer, model = _start(config, problems)
+    draw = _batches(config, problems, rng)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     config.out.mkdir(parents=True, exist_ok=True)
@@ -140,8 +151,7 @@ def train_sft(config: SftConfig, *, progress: bool = False) -> Path:
             lr = _lr(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = rng.sample(problems, min(config.batch_size, len(problems)))
-            ids, labels, mask = _collate(tokenizer, batch, config.noise, rng, device)
+            ids, labels, mask = _collate(tokenizer, draw(), config.noise, rng, device)
             model.train()
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
@@ -174,13 +184,45 @@ def _start(config: SftConfig, problems: list[Problem]) -> tuple[Any, Any]:
     return tokenizer, model
 
 
+def _batches(
+    config: SftConfig, problems: list[Problem], rng: random.Random
+) -> Callable[[], list[tuple[str, str]]]:
+    """A function drawing one batch of (prompt, solution) pairs.
+
+    The dataset's 1000 listfuncs problems are too few for a small model to learn to copy
+    each step's constant from the docstring (it learns the steps and guesses the numbers:
+    docs/results.md); `fresh` > 0 mixes in new programs of the family, as many as it takes."""
+    if config.fresh and config.dataset != "listfuncs":
+        raise ValueError("fresh programs are drawn for the `listfuncs` training split only")
+    held_out = frozenset(p.prompt for p in listfuncs.problems("test")) if config.fresh else None
+
+    def draw() -> list[tuple[str, str]]:
+        if held_out is None:
+            chosen = rng.sample(problems, min(config.batch_size, len(problems)))
+            return [(p.prompt, p.solution or "") for p in chosen]
+        batch = []
+        for _ in range(config.batch_size):
+            if held_out is not None and rng.random() < config.fresh:
+                batch.append(listfuncs.fresh_program(rng, held_out))
+            else:
+                problem = rng.choice(problems)
+                batch.append((problem.prompt, problem.solution or ""))
+        return batch
+
+    return draw
+
+
 def _collate(
-    tokenizer: Any, batch: list[Problem], noise: float, rng: random.Random, device: torch.device
+    tokenizer: Any,
+    batch: list[tuple[str, str]],
+    noise: float,
+    rng: random.Random,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rows = []
-    for problem in batch:
-        prompt = tokenizer(problem.prompt)["input_ids"]
-        answer = noisy_solution(problem.solution or "", noise, rng)
+    for text, solution in batch:
+        prompt = tokenizer(text)["input_ids"]
+        answer = noisy_solution(solution, noise, rng)
         completion = tokenizer(answer)["input_ids"] + [tokenizer.eos_token_id]
         rows.append((prompt, completion))
     width = max(len(p) + len(c) for p, c in rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,19 @@ def test_drawn_problems_are_cached_on_disk(tmp_path: Path) -> None:
     assert listfuncs.problems("test", count=5) == first
     with pytest.raises(ValueError, match="splits"):
         listfuncs.problems("valid")
+
+
+def test_fresh_programs_follow_their_docstring_and_avoid_the_held_out_prompts() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        prompt, solution = listfuncs.fresh_program(rng)
+        listfuncs.run_function(prompt, solution)  # valid Python (the family's own text)
+        sentences = prompt.split('"""')[1].removesuffix(".").split(". ")
+        lines = solution.splitlines()
+        # one line per pipeline step, carrying the sentence's constant; then the finisher
+        for sentence, line in zip(sentences[:-1], lines, strict=False):
+            numbers = re.findall(r"\d+", sentence)
+            assert all(n in line for n in numbers), (sentence, line)
+        assert len(lines) >= len(sentences)
+    first = listfuncs.fresh_program(random.Random(1))[0]
+    assert listfuncs.fresh_program(random.Random(1), frozenset({first}))[0] != first

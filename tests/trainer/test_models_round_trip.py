@@ -72,3 +72,9 @@ def test_a_newline_is_cut_the_way_the_docstring_says() -> None:
     pieces = [tok.decode([i]) for i in tok("def f(x):\n    return x\n")["input_ids"]]
     assert "):\n" in pieces  # a token that spans a line end
     assert not any(p.startswith("\n ") for p in pieces)  # indentation is its own token
+
+
+def test_fresh_sft_programs_come_from_the_listfuncs_training_split_only(tmp_path: Path) -> None:
+    config = SftConfig(out=tmp_path / "policy", dataset="listfuncs-test", fresh=0.5, steps=1)
+    with pytest.raises(ValueError, match="`listfuncs` training split only"):
+        train_sft(config)

@@ -21,8 +21,8 @@ on 2, or on 1.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -178,22 +178,3 @@ def load_optimizer_state(
     keeps its shard, so the saving run's world size does not matter."""
     options = _options(procs, broadcast_from_rank0=procs.world > 1)
     set_optimizer_state_dict(model, optimizer, optim_state_dict=state, options=options)
-
-
-def broadcast(value: T, procs: Processes) -> T:
-    """Rank 0's `value` on every process."""
-    if procs.world == 1:
-        return value
-    box: list[Any] = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]  # type: ignore[no-any-return]
-
-
-@contextmanager
-def main_first(procs: Processes) -> Iterator[None]:
-    """Rank 0 runs the body before the others (e.g. creating the output directory)."""
-    if not procs.is_main and procs.world > 1:
-        dist.barrier()
-    yield
-    if procs.is_main and procs.world > 1:
-        dist.barrier()

@@ -153,3 +153,11 @@ def test_fsdp_resumes_a_one_process_checkpoint_and_the_server_serves_what_it_sav
         assert [s for s in got if s is not None] == pytest.approx(
             [s for s in want if s is not None], abs=1e-4
         )
+
+
+def test_gradient_checkpointing_changes_memory_not_the_result(
+    one_process: Path, base_model: Path, data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "checkpointed"
+    train_prm(config(data, base_model, out, grad_accum=2, gradient_checkpointing=True))
+    assert_same_weights(one_process, out)

@@ -1,6 +1,7 @@
 """Where a PPO step's time goes: generation, reward calls (executor + PRM server), update.
 
     python bench/ppo_step.py [--shape tiny|small|qwen2-0.5b] [--steps 4] [--device auto]
+                             [--json FILE]
 
 Real services on loopback (a `codeprm executor serve` and a `codeprm prm serve`), a policy and a
 PRM of the same Qwen2 shape with random weights (same cost as trained ones), `dense+value_init`
@@ -11,6 +12,7 @@ the step's wall time; the issue's target is reward calls <= 10% of the step on a
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -44,6 +46,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     print(torch_machine())
     print(
@@ -86,6 +89,7 @@ def main() -> None:
     step = statistics.mean(r["time/step_s"] for r in rows)
     tokens = statistics.mean(r["rollout/response_tokens"] for r in rows)
     print(f"  mean step: {step:.2f} s, {tokens:.0f} response tokens per rollout")
+    parts = {}
     for key, label in (
         ("time/generate_s", "generation"),
         ("time/rewards_s", "reward calls (executor + PRM, concurrent)"),
@@ -94,7 +98,19 @@ def main() -> None:
         ("time/update_s", "PPO update (old/ref log-probs, values, epochs)"),
     ):
         value = statistics.mean(r[key] for r in rows)
+        parts[key.removeprefix("time/").removesuffix("_s")] = value
         print(f"  {label:<48} {value:7.3f} s  {value / step:6.1%}")
+    if args.json:
+        figures = {
+            "machine": torch_machine(),
+            "shape": args.shape,
+            "steps_measured": len(rows),
+            "step_s": step,
+            "response_tokens": tokens,
+            "seconds": parts,
+            "reward_share": parts["rewards"] / step,
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

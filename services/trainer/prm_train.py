@@ -8,14 +8,19 @@ through the server's own `encode` and `forward`, so what is measured here is wha
 
 Resuming is exact: the data order of every step is a pure function of (seed, step), and the
 checkpoint holds the model, the optimizer and the step.
+
+Under `torchrun` / `accelerate launch` the same loop runs in every process (`prm_dist.py`:
+DDP or FSDP): a step's global batch is cut into micro-batches dealt among processes, only
+rank 0 writes metrics and checkpoints, and held-out scoring is shared out batch by batch, so
+every number equals a single process's on the same global batch.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 import shutil
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -29,14 +34,17 @@ from transformers.utils import logging as hf_logging
 from contracts.files import atomic_dir, atomic_write_text, checkpoint_dir
 from contracts.geometry import EncodedLines
 from contracts.prm import METADATA_FILE, PrmMetadata, ScoreItem
-from contracts.prm_model import LoadedPrm, encode, forward, resolve_device
+from contracts.prm_model import LoadedPrm, encode, forward
+from services.trainer import prm_dist
 from services.trainer.plots import plot_curves
+from services.trainer.prm_batches import epoch_steps, split_step
 from services.trainer.prm_data import (
     PrmExample,
     drop_after_first_error,
     read_examples,
     split_by_problem,
 )
+from services.trainer.prm_dist import Parallel, Processes
 from services.trainer.prm_metrics import OnPolicyMetrics, PrmMetrics, evaluate, on_policy
 from services.trainer.runlog import append_row, rows_until
 
@@ -52,8 +60,13 @@ class TrainPrmConfig(BaseModel):
     out: Path = Field(description="Where the trained PRM, metrics and plot are written.")
     objective: Literal["mse", "bce"] = Field("mse", description="mse on +1/0/-1, bce on 0/1.")
     epochs: int = Field(3, ge=1)
-    batch_size: int = Field(8, ge=1, description="Programs per forward pass.")
-    grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    batch_size: int = Field(8, ge=1, description="Programs per forward pass (per process).")
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="Forward passes per optimizer step and process: a step's global batch is "
+        "batch_size x grad_accum x processes programs.",
+    )
     lr: float = Field(1e-5, gt=0, description="Peak learning rate (AdamW).")
     warmup_steps: int = Field(10, ge=0, description="Linear warm-up, then cosine decay to 10%.")
     weight_decay: float = Field(0.0, ge=0)
@@ -63,7 +76,17 @@ class TrainPrmConfig(BaseModel):
     eval_every: int = Field(50, ge=1, description="Optimizer steps between evaluations.")
     save_every: int = Field(100, ge=1, description="Optimizer steps between checkpoints.")
     seed: int = 0
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    device: str = Field(
+        "auto", description="auto, cpu, cuda or cuda:N (under a launcher: each process's own GPU)."
+    )
+    parallel: Parallel = Field(
+        "ddp",
+        description="Under torchrun / accelerate launch: ddp (a whole model per device) or fsdp "
+        "(weights, gradients and optimizer state sharded across devices).",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, more compute."
+    )
     prompt_template: str = Field("{prompt}", description="Text before the code; {prompt}.")
     # -- the labeling recipe, as far as training decides it
     after_error: Literal["keep", "drop"] = Field(
@@ -105,29 +128,23 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
     hf_logging.disable_progress_bar()
     if (config.out / METADATA_FILE).is_file():
         raise FileExistsError(f"{config.out} already holds a trained PRM; choose another --out")
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    procs = prm_dist.start(config.device)
+    try:
+        return _train(config, procs, progress=progress and procs.is_main)
+    finally:
+        prm_dist.stop(procs)
+
+
+def _train(config: TrainPrmConfig, procs: Processes, *, progress: bool) -> TrainResult:
+    torch.manual_seed(config.seed)  # the fresh head: the same on every process
     checkpoint = config.out / CHECKPOINT
     resuming = (checkpoint / "state.pt").is_file()
-    source = checkpoint if resuming else checkpoint_dir(config.base_model, "base model")
-
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{source}: line geometry needs a fast tokenizer (tokenizer.json)")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # fp32 master weights; on a GPU the forward pass runs under bf16 autocast.
-    model = AutoModelForTokenClassification.from_pretrained(
-        source, num_labels=1, ignore_mismatched_sizes=True, dtype=torch.float32
-    ).to(device)
-    scheme = "pm1_mse" if config.objective == "mse" else "binary_bce"
-    metadata = PrmMetadata(
-        label_scheme=scheme,
-        prompt_template=config.prompt_template,
-        max_tokens=config.max_tokens,
-        base_model=str(config.base_model),
+    prm = _load(
+        config,
+        checkpoint if resuming else checkpoint_dir(config.base_model, "base model"),
+        procs,
     )
-    prm = LoadedPrm(config.out.name, tokenizer, model, device, torch.float32, metadata)
+    trained = prm_dist.wrap(prm.model, procs, config.parallel)
 
     train_set, eval_set = split_by_problem(
         read_examples(config.data), config.eval_fraction, config.seed
@@ -143,33 +160,33 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
     )
     if not train:
         raise ValueError(f"{config.data}: no training line has a label and a token")
-    group = config.batch_size * config.grad_accum
+    group = config.batch_size * config.grad_accum * procs.world  # the global batch
     steps_per_epoch = math.ceil(len(train) / group)
     total = steps_per_epoch * config.epochs
+    lengths = [len(e.lines.input_ids) for e in train]
 
+    # Created after sharding: under FSDP its state holds only this process's shard.
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        prm.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    step = 0
-    if resuming:
-        state = torch.load(checkpoint / "state.pt", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-        torch.set_rng_state(state["torch_rng"])
-        log.info("resumed", extra={"step": step, "checkpoint": str(checkpoint)})
-    config.out.mkdir(parents=True, exist_ok=True)
-    history = rows_until(config.out / METRICS, step)
-    log.info(
-        "training",
-        extra={
-            "train_programs": len(train),
-            "held_out_programs": len(held_out),
-            "steps": total,
-            "device": str(device),
-        },
-    )
+    step = _resume(checkpoint, prm, optimizer, group, config, procs) if resuming else 0
+    history: list[dict[str, float | int | None]] = []
+    if procs.is_main:
+        config.out.mkdir(parents=True, exist_ok=True)
+        history = rows_until(config.out / METRICS, step)
+        log.info(
+            "training",
+            extra={
+                "train_programs": len(train),
+                "held_out_programs": len(held_out),
+                "steps": total,
+                "global_batch": group,
+                "processes": procs.world,
+                "parallel": config.parallel if procs.world > 1 else "none",
+                "device": str(procs.device),
+            },
+        )
 
-    threshold = 0.0 if scheme == "pm1_mse" else 0.5
     final: PrmMetrics | None = None
     final_policy: OnPolicyMetrics | None = None
     columns = (
@@ -182,40 +199,88 @@ def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("train", total=total, completed=step, status="")
         if step == 0 and (held_out or policy_set):
-            first: dict[str, float | int | None] = {"step": 0}
-            if held_out:
-                first |= _metrics_row(_evaluate(prm, held_out, config, threshold))
-            if policy_set:
-                first |= _policy_row(_evaluate_on_policy(prm, policy_set, config, threshold))
-            _log_row(config, history, first)
+            first = _evaluate_all(prm, held_out, policy_set, config, procs)
+            _log_row(config, history, {"step": 0} | first.row(), procs)
+        epoch, order = -1, []
         while step < total:
-            order = _order(len(train), config.seed, step // steps_per_epoch)
-            start = (step % steps_per_epoch) * group
-            batch = [train[i] for i in order[start : start + group]]
-            model.train()
+            if step // steps_per_epoch != epoch:
+                epoch = step // steps_per_epoch
+                order = epoch_steps(lengths, group, config.seed, epoch)
+            batch = [train[i] for i in order[step % steps_per_epoch]]
             lr = _lr(config, step, total)
-            loss = _optimizer_step(model, optimizer, batch, config, device, lr)
+            started = time.perf_counter()
+            stats = _optimizer_step(trained, optimizer, batch, config, procs, step, lr)
+            seconds = time.perf_counter() - started
             step += 1
             row: dict[str, float | int | None] = {
                 "step": step,
                 "epoch": step / steps_per_epoch,
-                "loss": loss,
+                "loss": stats.loss,
                 "lr": lr,
+                "padding_fraction": 1 - stats.tokens / stats.padded,
+                "tokens_per_s": stats.tokens / seconds,
             }
             # The last step is always evaluated: its metrics are the saved model's.
             if step % config.eval_every == 0 or step == total:
-                if held_out:
-                    final = _evaluate(prm, held_out, config, threshold)
-                    row |= _metrics_row(final)
-                if policy_set:
-                    final_policy = _evaluate_on_policy(prm, policy_set, config, threshold)
-                    row |= _policy_row(final_policy)
-            _log_row(config, history, row)
+                evaluation = _evaluate_all(prm, held_out, policy_set, config, procs)
+                row |= evaluation.row()
+                final, final_policy = evaluation.held_out, evaluation.on_policy
+            _log_row(config, history, row, procs)
             bar.update(task, advance=1, status=_status(row))
             if step % config.save_every == 0 and step < total:
-                _save_checkpoint(prm, optimizer, step, config)
-    _save_final(prm, config, history)
+                _save_checkpoint(prm, optimizer, step, group, config, procs)
+    _save_final(prm, config, history, procs)
     return TrainResult(config.out, total, final, final_policy)
+
+
+def _load(config: TrainPrmConfig, source: Path, procs: Processes) -> LoadedPrm:
+    """The tokenizer and model on the CPU (`prm_dist.wrap` places or shards the model)."""
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{source}: line geometry needs a fast tokenizer (tokenizer.json)")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # fp32 master weights; on a GPU the forward pass runs in bf16 (autocast, or FSDP's policy).
+    model = AutoModelForTokenClassification.from_pretrained(
+        source, num_labels=1, ignore_mismatched_sizes=True, dtype=torch.float32
+    )
+    if config.gradient_checkpointing:
+        # Non-reentrant: the variant that works under DDP and FSDP.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    scheme = "pm1_mse" if config.objective == "mse" else "binary_bce"
+    metadata = PrmMetadata(
+        label_scheme=scheme,
+        prompt_template=config.prompt_template,
+        max_tokens=config.max_tokens,
+        base_model=str(config.base_model),
+    )
+    return LoadedPrm(config.out.name, tokenizer, model, procs.device, torch.float32, metadata)
+
+
+def _resume(
+    checkpoint: Path,
+    prm: LoadedPrm,
+    optimizer: torch.optim.Optimizer,
+    group: int,
+    config: TrainPrmConfig,
+    procs: Processes,
+) -> int:
+    # Memory-mapped: processes other than rank 0 read only the step and the RNG state.
+    state = torch.load(checkpoint / "state.pt", weights_only=False, mmap=True)
+    saved = state.get("global_batch", group)
+    if saved != group:
+        per_process = config.batch_size * procs.world
+        hint = f" (--grad-accum {saved // per_process})" if saved % per_process == 0 else ""
+        raise ValueError(
+            f"{checkpoint} was trained with {saved} programs per step; with {procs.world} "
+            f"processes and --batch-size {config.batch_size} keep it{hint}: batch_size x "
+            "grad_accum x processes must not change within a run"
+        )
+    prm_dist.load_optimizer_state(
+        prm.model, optimizer, state["optimizer"] if procs.is_main else {}, procs
+    )
+    log.info("resumed", extra={"step": state["step"], "checkpoint": str(checkpoint)})
+    return int(state["step"])
 
 
 # ---------------------------------------------------------------- data
@@ -256,12 +321,6 @@ def _balanced(train: list[Encoded]) -> list[Encoded]:
     return [replace(e, weight=len(train) / (2 * (passing if e.passed else failing))) for e in train]
 
 
-def _order(n: int, seed: int, epoch: int) -> list[int]:
-    order = list(range(n))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
-
-
 def _collate(
     batch: list[Encoded], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -290,71 +349,120 @@ def _lr(config: TrainPrmConfig, step: int, total: int) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+@dataclass(frozen=True)
+class StepStats:
+    loss: float
+    tokens: int
+    """Real tokens in the step's micro-batches, all processes together."""
+    padded: int
+    """Tokens including padding (rows x longest program, summed over micro-batches)."""
+
+
 def _optimizer_step(
-    model: torch.nn.Module,
+    trained: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     batch: list[Encoded],
     config: TrainPrmConfig,
-    device: torch.device,
+    procs: Processes,
+    step: int,
     lr: float,
-) -> float:
+) -> StepStats:
+    trained.train()
     for group in optimizer.param_groups:
         group["lr"] = lr
-    # Sorting the step's programs by length before cutting micro-batches limits padding; the
-    # summed gradient is the same in any order.
-    batch = sorted(batch, key=lambda e: len(e.lines.input_ids))
-    # Dividing by the whole step's (weighted) line count, not per micro-batch, makes
-    # accumulation exact: a labeled line weighs the same whatever micro-batch it landed in.
+    parts = split_step(
+        range(len(batch)), [len(e.lines.input_ids) for e in batch], procs.world * config.grad_accum
+    )
+    mine = parts[procs.rank :: procs.world]  # grad_accum micro-batches of this process
+    # Dividing by the whole step's (weighted) line count, not per micro-batch or process,
+    # makes accumulation exact: a labeled line weighs the same whatever micro-batch, and
+    # whatever process, it landed in.
     count = sum(len(e.positions) * e.weight for e in batch)
-    total = 0.0
-    for start in range(0, len(batch), config.batch_size):
+    loss_sum = tokens = padded = 0.0
+    for k, part in enumerate(mine):
+        # Dropout (transformers' token-classification heads have 0.1) draws from a stream
+        # seeded by (seed, step, part): the same masks however the parts are spread over
+        # processes, and after a resume.
+        torch.manual_seed(hash((config.seed, step, procs.rank + k * procs.world)))
+        # A step with fewer programs than micro-batches leaves a part empty; it still runs
+        # (one program, weight 0) because every process must take part in each collective.
+        programs = [batch[i] for i in part] or [replace(batch[0], weight=0.0)]
         # Padding is masked out of attention and loss, so its token id does not matter.
-        ids, mask, targets, weights = _collate(batch[start : start + config.batch_size], device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            output = model(input_ids=ids, attention_mask=mask).logits[..., 0].float()  # (B, T)
-        if config.objective == "mse":
-            per_token = (output - targets) ** 2
-        else:
-            per_token = torch.nn.functional.binary_cross_entropy_with_logits(
-                output, targets, reduction="none"
-            )
-        loss = (per_token * weights).sum() / count
-        loss.backward()
-        total += loss.item()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        ids, mask, targets, weights = _collate(programs, procs.device)
+        with prm_dist.sync_gradients(trained, is_last=k == len(mine) - 1):
+            with torch.autocast(
+                procs.device.type, dtype=torch.bfloat16, enabled=procs.device.type == "cuda"
+            ):
+                output = trained(input_ids=ids, attention_mask=mask).logits[..., 0].float()
+            if config.objective == "mse":
+                per_token = (output - targets) ** 2  # (B, T)
+            else:
+                per_token = torch.nn.functional.binary_cross_entropy_with_logits(
+                    output, targets, reduction="none"
+                )
+            loss = (per_token * weights).sum() / count
+            # DDP and FSDP average gradients over processes; the step's loss is their sum.
+            (loss * procs.world).backward()
+        loss_sum += loss.item()
+        if part:
+            tokens += int(mask.sum())
+            padded += mask.numel()
+    torch.nn.utils.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total
+    loss_sum, tokens, padded = prm_dist.sum_across([loss_sum, tokens, padded], procs)
+    return StepStats(loss_sum, int(tokens), int(padded))
 
 
 # ---------------------------------------------------------------- evaluation
 
 
-def _evaluate(
-    prm: LoadedPrm, held_out: list[Encoded], config: TrainPrmConfig, threshold: float
-) -> PrmMetrics:
-    ordered, scores = _line_scores(prm, held_out, config.batch_size)
-    return evaluate(scores, [e.labels for e in ordered], threshold)
+@dataclass(frozen=True)
+class _Evaluation:
+    held_out: PrmMetrics | None
+    on_policy: OnPolicyMetrics | None
+
+    def row(self) -> dict[str, float | int | None]:
+        row: dict[str, float | int | None] = {}
+        if self.held_out is not None:
+            row |= _metrics_row(self.held_out)
+        if self.on_policy is not None:
+            row |= _policy_row(self.on_policy)
+        return row
 
 
-def _evaluate_on_policy(
-    prm: LoadedPrm, programs: list[Encoded], config: TrainPrmConfig, threshold: float
-) -> OnPolicyMetrics:
-    ordered, scores = _line_scores(prm, programs, config.batch_size)
-    return on_policy(scores, [e.labels for e in ordered], [e.passed for e in ordered], threshold)
+def _evaluate_all(
+    prm: LoadedPrm,
+    held_out: list[Encoded],
+    policy_set: list[Encoded],
+    config: TrainPrmConfig,
+    procs: Processes,
+) -> _Evaluation:
+    threshold = 0.0 if prm.metadata.label_scheme == "pm1_mse" else 0.5
+    metrics = policy = None
+    if held_out:
+        ordered, scores = _line_scores(prm, held_out, config.batch_size, procs)
+        metrics = evaluate(scores, [e.labels for e in ordered], threshold)
+    if policy_set:
+        ordered, scores = _line_scores(prm, policy_set, config.batch_size, procs)
+        policy = on_policy(
+            scores, [e.labels for e in ordered], [e.passed for e in ordered], threshold
+        )
+    return _Evaluation(metrics, policy)
 
 
 def _line_scores(
-    prm: LoadedPrm, programs: list[Encoded], batch_size: int
+    prm: LoadedPrm, programs: list[Encoded], batch_size: int, procs: Processes
 ) -> tuple[list[Encoded], list[list[float | None]]]:
     """The PRM's line scores of every program, in batches of similar length (little padding);
-    returns the programs in the order scored, with their scores."""
+    returns the programs in the order scored, with their scores. With several processes the
+    batches are dealt among them, the same batches as one process scores, so the scores are
+    the same."""
     prm.model.eval()
     ordered = sorted(programs, key=lambda e: len(e.lines.input_ids))
-    scores: list[list[float | None]] = []
-    for start in range(0, len(ordered), batch_size):
-        scores += forward(prm, [e.lines for e in ordered[start : start + batch_size]])
-    return ordered, scores
+    batches = [ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)]
+    scored = prm_dist.map_shared(batches, lambda b: forward(prm, [e.lines for e in b]), procs)
+    return ordered, [scores for batch in scored for scores in batch]
 
 
 def _policy_row(metrics: OnPolicyMetrics) -> dict[str, float | int | None]:
@@ -387,25 +495,39 @@ def _log_row(
     config: TrainPrmConfig,
     history: list[dict[str, float | int | None]],
     row: dict[str, float | int | None],
+    procs: Processes,
 ) -> None:
+    if not procs.is_main:
+        return
     history.append(row)
     append_row(config.out / METRICS, row)
     log.info("step", extra=row)
 
 
 def _save_checkpoint(
-    prm: LoadedPrm, optimizer: torch.optim.Optimizer, step: int, config: TrainPrmConfig
+    prm: LoadedPrm,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    group: int,
+    config: TrainPrmConfig,
+    procs: Processes,
 ) -> None:
+    # Every process takes part in gathering the full states; rank 0 writes them.
+    weights = prm_dist.model_state(prm.model, procs)
+    optimizer_state = prm_dist.optimizer_state(prm.model, optimizer, procs)
+    if not procs.is_main:
+        return
     # Written beside the old one and swapped in, so a crash mid-save leaves a usable checkpoint.
     final = config.out / CHECKPOINT
     with atomic_dir(final) as staging:
-        prm.model.save_pretrained(staging)
+        prm.model.save_pretrained(staging, state_dict=weights)
         prm.tokenizer.save_pretrained(staging)
         torch.save(
             {
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "step": step,
-                "torch_rng": torch.get_rng_state(),
+                "global_batch": group,
+                "processes": procs.world,
                 "config": config.model_dump(mode="json"),
             },
             staging / "state.pt",
@@ -414,9 +536,15 @@ def _save_checkpoint(
 
 
 def _save_final(
-    prm: LoadedPrm, config: TrainPrmConfig, history: list[dict[str, float | int | None]]
+    prm: LoadedPrm,
+    config: TrainPrmConfig,
+    history: list[dict[str, float | int | None]],
+    procs: Processes,
 ) -> None:
-    prm.model.save_pretrained(config.out)
+    weights = prm_dist.model_state(prm.model, procs)
+    if not procs.is_main:
+        return
+    prm.model.save_pretrained(config.out, state_dict=weights)
     prm.tokenizer.save_pretrained(config.out)
     atomic_write_text(config.out / "train_config.json", config.model_dump_json(indent=2))
     plot_curves(

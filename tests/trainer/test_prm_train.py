@@ -92,8 +92,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
 
     log_row = prm_train._log_row
 
-    def crash_at_step_8(cfg: TrainPrmConfig, history: list, row: dict) -> None:  # type: ignore[type-arg]
-        log_row(cfg, history, row)
+    def crash_at_step_8(cfg: TrainPrmConfig, history: list, row: dict, procs: object) -> None:  # type: ignore[type-arg]
+        log_row(cfg, history, row, procs)
         if row["step"] == 8:
             raise KeyboardInterrupt
 

@@ -1,6 +1,6 @@
 """The sandbox's walls.
 
-Two levels, so that the expensive part is done once per worker and the per-execution part is
+Three stages, so that the expensive part is done once per worker and the per-execution part is
 cheap enough to prepare ahead of each request:
 
 * `isolate_worker` (once, in each worker process): drop to an unprivileged uid, enter a new user

@@ -33,6 +33,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contracts.strict_json import Unrepresentable, finite_float, printable, refuse_constant
+
 log = logging.getLogger(__name__)
 
 
@@ -135,31 +137,7 @@ def _echo(value: Any, depth: int) -> Any:
     return printable(repr(value)[:200])
 
 
-def printable(text: str) -> str:
-    """`text` with any lone surrogate written as an escape (JSON encoders refuse them)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
 # -- request bodies ---------------------------------------------------------------------------
-
-
-class _Unrepresentable(ValueError):
-    pass
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _Unrepresentable(f"{name} is not a JSON number; send finite numbers only")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Unrepresentable(f"the number {text[:40]} overflows a float; send finite numbers")
-    return value
 
 
 # A lone surrogate can only arrive as a \uD800-\uDFFF escape (UTF-8 cannot encode one):
@@ -173,9 +151,9 @@ def body_problem(body: bytes) -> str | None:
     if not body:
         return None
     try:
-        value = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except _Unrepresentable as exc:
-        return str(exc)
+        value = json.loads(body, parse_constant=refuse_constant, parse_float=finite_float)
+    except Unrepresentable as exc:
+        return f"{exc}; send finite numbers only"
     except json.JSONDecodeError:
         return None
     except UnicodeDecodeError:

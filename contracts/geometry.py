@@ -121,3 +121,36 @@ def encode_steps(
         ids = ids[:max_tokens]
         tokens = [t if t is not None and t < len(ids) else None for t in tokens]
     return EncodedLines(ids, lines, tokens, truncated)
+
+
+def decode_with_ends(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
+    """The decoded text and, per token, the length of the text up to and including it.
+
+    A token's text is the growth of the decoded text when it is added, decoded with a few
+    tokens of context (the way streaming detokenizers do it): a byte-level token holding half
+    a UTF-8 character, or a SentencePiece token whose leading space only shows after another
+    token, then gets the right length. Checked against the whole decode; where a tokenizer
+    breaks that, every prefix is decoded in full.
+    """
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    context = 6
+    ends, total = [], 0
+    for k in range(1, len(ids) + 1):
+        j = max(0, k - context)
+        if j == 0:
+            total = len(tokenizer.decode(ids[:k], skip_special_tokens=True))
+        else:
+            grown = tokenizer.decode(ids[j:k], skip_special_tokens=True)
+            before = tokenizer.decode(ids[j : k - 1], skip_special_tokens=True)
+            total += len(grown) - len(before)
+        ends.append(total)
+    if ends and ends[-1] != len(text):
+        ends = [
+            len(tokenizer.decode(ids[:k], skip_special_tokens=True)) for k in range(1, len(ids) + 1)
+        ]
+    return text, ends
+
+
+def token_spans(ends: Sequence[int]) -> list[tuple[int, int]]:
+    """Per token, its (start, end) character span, from `decode_with_ends`'s ends."""
+    return list(zip([0, *ends], ends, strict=False))  # the last end starts nothing

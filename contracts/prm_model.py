@@ -1,7 +1,8 @@
 """A PRM checkpoint in use: loading it, encoding (prompt, code) and reading line scores.
 
-Shared by the PRM server and the trainer (held-out evaluation, PPO value initialisation), so
-that what is trained, evaluated and served is read the same way. How a score is read depends
+Shared by the PRM server, PRM training (held-out and on-policy evaluation) and the veRL critic
+plug-in (the checkpoint's metadata), so that what is trained, evaluated and served is read the
+same way. How a score is read depends
 on the checkpoint's label scheme (`contracts/prm.py`): the raw regression output (+1/-1
 training), a sigmoid (0/1 training), or the positive class's probability (TRL's two-label
 PRMs, encoded in TRL's own layout and read at each line's separator, where TRL puts it).

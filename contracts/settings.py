@@ -1,8 +1,9 @@
 """The base class every service's settings derive from.
 
-Each service has exactly one settings class with its own environment prefix
-(`CODEPRM_EXECUTOR_`, `CODEPRM_PRM_`, `CODEPRM_LABELER_`, `CODEPRM_TRAINER_`); unknown
-`CODEPRM_<SERVICE>_*` variables are ignored by pydantic-settings, unknown init kwargs are errors.
+Each HTTP service has exactly one settings class with its own environment prefix
+(`CODEPRM_EXECUTOR_`, `CODEPRM_PRM_`, `CODEPRM_LABELER_`); unknown `CODEPRM_<SERVICE>_*`
+variables are ignored by pydantic-settings, unknown init kwargs are errors. The trainer is
+configured by a YAML file and command-line options instead (`docs/trainer.md`).
 """
 
 from __future__ import annotations

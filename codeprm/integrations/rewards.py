@@ -46,10 +46,10 @@ from contracts.clients import (
     PrmClient,
     ServiceUnavailable,
 )
+from contracts.dense import Outcome, outcome_reward
 from contracts.executor import EvaluateRequest, EvaluateResponse, Tests
 from contracts.extract import code_span
 from contracts.prm import Aggregate, LineScore, ScoreItem, ScoreResult
-from services.trainer.ppo_rewards import Outcome, outcome_reward
 
 _TESTS: TypeAdapter[Tests] = TypeAdapter(Tests)
 log = logging.getLogger(__name__)

@@ -9,9 +9,10 @@
   veRL's reward extra info, and every result carries the same keys, because veRL stacks them
   into one array per key across the batch.
 * `dense_line_rewards`: PSGPO's line rewards `lam * s_m / T` for one response, on the policy's
-  own tokens. `codeprm.integrations.verl_loop.CodePrmAgentLoopManager` (the veRL-importing
-  part) adds them to veRL's `rm_scores`, which veRL's trainer turns into `token_level_rewards`
-  and hands to its GAE (docs/integrations.md).
+  own tokens (`contracts.dense.token_rewards`, as the trainer computes them).
+  `codeprm.integrations.verl_loop.CodePrmAgentLoopManager` (the veRL-importing part) adds
+  them to veRL's `rm_scores`, which veRL's trainer turns into `token_level_rewards` and hands
+  to its GAE (docs/integrations.md).
 
 A sample with an infrastructure error (`infra_errors="skip"`) gets `score` 0.0 and
 `skipped` 1.0: veRL needs a float for every sample, and only the agent-loop hook can take a
@@ -27,8 +28,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from codeprm.integrations.rewards import CodeRewards, Judged, Sample
-from services.trainer.ppo_rewards import DenseVariant, line_rewards
-from services.trainer.rollout import decode_with_ends
+from contracts.dense import DenseReward, token_rewards
+from contracts.geometry import decode_with_ends, token_spans
 
 
 @functools.cache
@@ -75,20 +76,17 @@ async def compute_score_async(
 
 
 def dense_line_rewards(
-    tokenizer: Any,
-    response_ids: Sequence[int],
-    judged: Judged,
-    lam: float,
-    variant: DenseVariant = "plain",
-    eta: float = 0.0,
+    tokenizer: Any, response_ids: Sequence[int], judged: Judged, passed: bool, dense: DenseReward
 ) -> list[float]:
     """Per response token: `lam * s_m / T` on the token holding the last character of code
-    line m (T code lines), 0 elsewhere. `judged` scored the decoded response text."""
-    if not response_ids:
-        return []
+    line m (T code lines), 0 elsewhere. `judged` scored the decoded response text; the outcome
+    is not added here (veRL's reward function already put it on the last token)."""
     _, ends = decode_with_ends(tokenizer, list(response_ids))
-    starts = [0, *ends[:-1]]
-    offsets = [
-        (a - judged.code_start, b - judged.code_start) for a, b in zip(starts, ends, strict=True)
-    ]
-    return line_rewards(judged.line_scores, offsets, lam, variant, eta)
+    return token_rewards(
+        judged.line_scores,
+        token_spans(ends),
+        passed=passed,
+        outcome=0.0,
+        dense=dense,
+        code_start=judged.code_start,
+    )

@@ -38,7 +38,7 @@ from verl.utils.ray_utils import auto_await
 
 from codeprm.integrations.rewards import CodeRewards, Sample
 from codeprm.integrations.verl import dense_line_rewards, problem_of
-from services.trainer.ppo_rewards import DenseVariant
+from contracts.dense import DenseReward, DenseVariant
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ class DenseSettings(BaseSettings):
     lam_fail: float = Field(1.0, description="lam for rollouts that failed.")
     variant: DenseVariant = "plain"
     eta: float = Field(0.0, description="The clip variant's threshold.")
+
+    def reward(self) -> DenseReward:
+        return DenseReward(self.lam_pass, self.lam_fail, self.variant, self.eta)
 
 
 def add_line_rewards(
@@ -86,6 +89,7 @@ def add_line_rewards(
     lengths = batch["attention_mask"][:, prompt_width:].sum(-1).tolist()
     responses = [batch["responses"][i, : lengths[i]].tolist() for i in range(n)]
     if settings.enabled:
+        shape = settings.reward()
         samples = [
             Sample(
                 prompt=problem_of(extra_info[i] if extra_info is not None else None),
@@ -97,10 +101,7 @@ def add_line_rewards(
             if judged.skipped:  # the PRM server could not be reached
                 skipped[i] = True
                 continue
-            lam = settings.lam_pass if passed[i] else settings.lam_fail
-            dense = dense_line_rewards(
-                tokenizer, responses[i], judged, lam, settings.variant, settings.eta
-            )
+            dense = dense_line_rewards(tokenizer, responses[i], judged, bool(passed[i]), shape)
             batch["rm_scores"][i, : len(dense)] += torch.tensor(dense, dtype=torch.float32)
     if skipped.any():
         rows = torch.from_numpy(np.flatnonzero(skipped))

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from contracts.strict_json import finite_float, printable, refuse_constant, unique_keys
 from services.executor import wire
 
 Question = Literal["load", "get", "call"]
@@ -144,27 +145,9 @@ def _unexpected(message: dict[str, Any], question: str) -> MalformedReply:
     return MalformedReply(f"the program's answer to {question} is malformed (keys {keys})")
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:20]} overflows a float")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("a key appears twice")
-    return result
-
-
 # Built once: json.loads with options builds a decoder per call, a third of a small reply's cost.
 _DECODER = json.JSONDecoder(
-    parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+    parse_constant=refuse_constant, parse_float=finite_float, object_pairs_hook=unique_keys
 )
 
 
@@ -173,16 +156,6 @@ def _short(exc: BaseException) -> str:
 
 
 # -- what the service shows of a value ---------------------------------------------------------
-
-
-def printable(text: str) -> str:
-    """`text` without lone surrogates (written as `\\udXXX`): JSON encoders downstream
-    refuse them."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 def shown(value: Any) -> Any:

@@ -25,6 +25,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from contracts.strict_json import printable
 from services.executor import replies, verdicts, wire
 
 SOLUTION_FILE = "/tmp/solution.py"
@@ -404,7 +405,7 @@ def describe_failure(exc: BaseException) -> str:
         lines = traceback.format_exception_only(type(exc), exc)
     except Exception:  # an exception whose str() fails (a test's own class, say)
         lines = [type(exc).__name__]
-    return replies.printable("".join(lines).strip()[:4000])
+    return printable("".join(lines).strip()[:4000])
 
 
 def serve_judge(channel: socket.socket) -> NoReturn:
@@ -445,7 +446,7 @@ def judge(candidate: Candidate, job: wire.JudgeJob, report_fd: int) -> wire.Judg
     except BaseException as exc:  # the tests' own SystemExit included: a job ends, not us
         error = describe_failure(exc)
     if state.failure is not None:  # whatever the tests made of it
-        completed, error = False, replies.printable(state.failure)
+        completed, error = False, printable(state.failure)
     return {
         "done": True,
         "completed": completed,

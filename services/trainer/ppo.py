@@ -36,6 +36,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from contracts.datasets import Problem, load_problems
+from contracts.dense import outcome_reward, token_rewards
 from contracts.files import atomic_dir, atomic_write_text, checkpoint_dir
 from contracts.lines import split_lines
 from contracts.prm_model import read_metadata, resolve_device
@@ -43,7 +44,6 @@ from services.trainer import ppo_core
 from services.trainer.judge import Judge, Judgement, ServiceJudge
 from services.trainer.plots import plot_curves
 from services.trainer.ppo_config import PpoConfig
-from services.trainer.ppo_rewards import line_rewards, outcome_reward
 from services.trainer.rollout import Rollout, Sampling, generate
 from services.trainer.runlog import Row, append_row, rows_until
 
@@ -400,20 +400,11 @@ def _rewards(
 ) -> tuple[torch.Tensor, list[float], list[float]]:
     """Per-token rewards before the KL penalty (N, T), and the outcome and dense parts."""
     scores = torch.zeros((len(rollouts), width))
+    dense = config.dense_reward()
     outcomes, dense_sums = [], []
     for i, (rollout, verdict) in enumerate(zip(rollouts, judgement.verdicts, strict=True)):
-        n = len(rollout.response_ids)
-        if config.dense:
-            if verdict.line_scores is None:
-                raise ValueError("dense rewards need the PRM's line scores")
-            lam = config.lam_pass if verdict.passed else config.lam_fail
-            dense = line_rewards(
-                verdict.line_scores, rollout.offsets, lam, config.dense_variant, config.clip_eta
-            )
-            scores[i, :n] = torch.tensor(dense)
-            dense_sums.append(sum(dense))
-        else:
-            dense_sums.append(0.0)
+        if dense is not None and verdict.line_scores is None:
+            raise ValueError("dense rewards need the PRM's line scores")
         outcome = outcome_reward(
             verdict.passed,
             verdict.pass_rate,
@@ -421,8 +412,16 @@ def _rewards(
             config.pass_reward,
             config.fail_reward,
         )
-        scores[i, n - 1] += outcome
+        rewards = token_rewards(
+            verdict.line_scores or [],
+            rollout.offsets,
+            passed=verdict.passed,
+            outcome=outcome,
+            dense=dense,
+        )
+        scores[i, : len(rewards)] = torch.tensor(rewards)
         outcomes.append(outcome)
+        dense_sums.append(sum(rewards) - outcome)
     return scores, outcomes, dense_sums
 
 

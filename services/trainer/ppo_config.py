@@ -16,8 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.dense import DenseReward, DenseVariant, Outcome
 from contracts.labeler import BackendSpec
-from services.trainer.ppo_rewards import DenseVariant, Outcome
 from services.trainer.rollout import DEFAULT_STOP
 
 Mode = Literal["outcome", "dense", "value_init", "dense+value_init"]
@@ -128,6 +128,12 @@ class PpoConfig(BaseModel):
     @property
     def dense(self) -> bool:
         return self.mode in ("dense", "dense+value_init")
+
+    def dense_reward(self) -> DenseReward | None:
+        """The dense rewards' shape, or None in the modes without them."""
+        if not self.dense:
+            return None
+        return DenseReward(self.lam_pass, self.lam_fail, self.dense_variant, self.clip_eta)
 
     @property
     def prm_value_init(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from contracts.datasets import Problem
+from contracts.geometry import decode_with_ends, token_spans
 
 # Where a completion of a function body is over (the HumanEval convention).
 DEFAULT_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert "]
@@ -94,40 +95,11 @@ def cut_response(
         keep = max(1, sum(start < cut for start in starts))
         ids, ends = ids[:keep], ends[:keep]
         finished = True
-    starts = [0, *ends[:-1]]
     return Rollout(
         problem=problem,
         prompt_ids=prompt_ids,
         response_ids=ids,
         text=text[: ends[-1]] if ends else "",
-        offsets=list(zip(starts, ends, strict=True)),
+        offsets=token_spans(ends),
         finished=finished,
     )
-
-
-def decode_with_ends(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
-    """The decoded text and, per token, the length of the text up to and including it.
-
-    A token's text is the growth of the decoded text when it is added, decoded with a few
-    tokens of context (the way streaming detokenizers do it): a byte-level token holding half
-    a UTF-8 character, or a SentencePiece token whose leading space only shows after another
-    token, then gets the right length. Checked against the whole decode; where a tokenizer
-    breaks that, every prefix is decoded in full.
-    """
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    context = 6
-    ends, total = [], 0
-    for k in range(1, len(ids) + 1):
-        j = max(0, k - context)
-        if j == 0:
-            total = len(tokenizer.decode(ids[:k], skip_special_tokens=True))
-        else:
-            grown = tokenizer.decode(ids[j:k], skip_special_tokens=True)
-            before = tokenizer.decode(ids[j : k - 1], skip_special_tokens=True)
-            total += len(grown) - len(before)
-        ends.append(total)
-    if ends and ends[-1] != len(text):
-        ends = [
-            len(tokenizer.decode(ids[:k], skip_special_tokens=True)) for k in range(1, len(ids) + 1)
-        ]
-    return text, ends

@@ -14,7 +14,8 @@ from transformers import AutoTokenizer
 from codeprm.integrations import verl
 from codeprm.integrations.rewards import CodeRewards, RewardSettings, Sample
 from codeprm.stack import free_port
-from services.trainer.rollout import decode_with_ends
+from contracts.dense import DenseReward
+from contracts.geometry import decode_with_ends
 
 APPS_TRUTH = json.dumps({"inputs": ["2 3\n", "10 -4\n"], "outputs": ["5\n", "6\n"]})
 GOOD = "a, b = map(int, input().split())\nprint(a + b)\n"
@@ -74,7 +75,9 @@ def test_dense_line_rewards_on_policy_tokens(
     )
     for i, (j, lam) in enumerate(zip(judged, (2.0, 1.0), strict=True)):
         ids = tokenizer(responses[i], add_special_tokens=False)["input_ids"]
-        dense = verl.dense_line_rewards(tokenizer, ids, j, lam)
+        passed = bool(j.passed)
+        shape = DenseReward(lam_pass=lam if passed else 9.0, lam_fail=9.0 if passed else lam)
+        dense = verl.dense_line_rewards(tokenizer, ids, j, passed, shape)
         # Independently: PSGPO's r_m = lam * s_m / T on the token holding line m's last
         # character, T the number of code lines; comments get nothing.
         text, ends = decode_with_ends(tokenizer, ids)
@@ -89,4 +92,4 @@ def test_dense_line_rewards_on_policy_tokens(
             expected[token] += lam * line.score / len(code)
         assert dense == pytest.approx(expected, abs=1e-6)
         assert sum(1 for r in dense if r) == len(code)
-    assert verl.dense_line_rewards(tokenizer, [], judged[0], 1.0) == []
+    assert verl.dense_line_rewards(tokenizer, [], judged[0], True, DenseReward()) == []

@@ -9,11 +9,12 @@ import torch
 
 from codeprm.tiny import build_tokenizer
 from contracts.datasets import Problem
+from contracts.dense import DenseReward, outcome_reward, reshape_scores, token_rewards
+from contracts.geometry import decode_with_ends
 from contracts.lines import split_lines
 from contracts.prm import LineScore
 from services.trainer import ppo_core
-from services.trainer.ppo_rewards import line_rewards, outcome_reward, reshape_scores
-from services.trainer.rollout import Sampling, cut_response, decode_with_ends
+from services.trainer.rollout import Sampling, cut_response
 
 
 def reference_gae(
@@ -139,7 +140,9 @@ def test_dense_rewards_sit_on_each_code_lines_last_token_despite_newline_indent_
         )
         for ln in lines
     ]
-    rewards = line_rewards(scores, rollout.offsets, lam=2.0, variant="plain", eta=0.0)
+    rewards = token_rewards(
+        scores, rollout.offsets, passed=True, outcome=0.0, dense=DenseReward(lam_pass=2.0)
+    )
     assert len(rewards) == len(rollout.response_ids)
     placed = {i: r for i, r in enumerate(rewards) if r}
     for line in lines:

@@ -42,8 +42,8 @@ from codeprm.stack import free_port  # noqa: E402
 from codeprm.tiny import build_tiny_policy  # noqa: E402
 from contracts.clients import PrmClient  # noqa: E402
 from contracts.extract import code_span  # noqa: E402
+from contracts.geometry import decode_with_ends  # noqa: E402
 from contracts.prm import ScoreItem  # noqa: E402
-from services.trainer.rollout import decode_with_ends  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

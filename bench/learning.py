@@ -31,9 +31,9 @@ from typing import Any
 from common import start_executor, start_prm_server, torch_machine
 
 from codeprm.demo import LEARNING  # the demo's PPO settings, measured for this policy size
-from services.trainer.plots import plot_curves
-from services.trainer.ppo import train_ppo
-from services.trainer.ppo_config import Mode, PpoConfig
+from codeprm.services.trainer.plots import plot_curves
+from codeprm.services.trainer.ppo import train_ppo
+from codeprm.services.trainer.ppo_config import Mode, PpoConfig
 
 MODES: tuple[Mode, ...] = ("outcome", "dense", "value_init", "dense+value_init")
 

@@ -22,9 +22,9 @@ from common import start_executor, start_prm_server, torch_machine
 from prm_server import SHAPES, shape_config
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
+from codeprm.services.trainer.ppo import train_ppo
+from codeprm.services.trainer.ppo_config import PpoConfig
 from codeprm.tiny import build_tokenizer
-from services.trainer.ppo import train_ppo
-from services.trainer.ppo_config import PpoConfig
 
 
 def build_models(shape: str, root: Path) -> tuple[Path, Path]:

@@ -40,9 +40,9 @@ from transformers import (
     Qwen2Config,
 )
 
+from codeprm.api.prm import ScoreItem
+from codeprm.prm_model import encode, forward, load_prm, resolve_device
 from codeprm.tiny import build_tokenizer
-from contracts.prm import ScoreItem
-from contracts.prm_model import encode, forward, load_prm, resolve_device
 
 # hidden, layers, attention heads, kv heads, MLP width
 SHAPES = {

@@ -26,8 +26,8 @@ import torch
 from common import torch_machine
 from prm_server import SHAPES, build_model, make_items
 
+from codeprm.services.trainer.prm_train import TrainPrmConfig, train_prm
 from codeprm.tiny import build_tokenizer
-from services.trainer.prm_train import TrainPrmConfig, train_prm
 
 
 def write_rows(path: Path, programs: int, tokens: int) -> Path:

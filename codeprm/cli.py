@@ -17,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from contracts.files import checkpoint_dir
-from contracts.logging import configure_logging
-from contracts.settings import ServiceSettings
+from codeprm.files import checkpoint_dir
+from codeprm.serving.logging import configure_logging
+from codeprm.serving.settings import ServiceSettings
 
 app = typer.Typer(no_args_is_help=True, help="codeprm: line-level process rewards for code RL.")
 executor_app = typer.Typer(no_args_is_help=True, help="Sandboxed code-execution service.")
@@ -58,8 +58,8 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
     from pydantic import ValidationError
     from redis.exceptions import RedisError
 
-    from contracts.clients import ServiceRejected, ServiceUnavailable
-    from services.trainer.judge import RewardUnavailable
+    from codeprm.client import ServiceRejected, ServiceUnavailable
+    from codeprm.services.trainer.reward_client import RewardUnavailable
 
     if isinstance(exc, ServiceUnavailable):
         return 1, f"{exc} (is the service running? `codeprm up` starts them all)"
@@ -126,8 +126,8 @@ PortOpt = typer.Option(None, help="Port to bind (default from settings).")
 @executor_app.command("serve")
 def executor_serve(host: str | None = HostOpt, port: int | None = PortOpt) -> None:
     """Run the executor HTTP API (settings: CODEPRM_EXECUTOR_*)."""
-    from services.executor.app import create_app
-    from services.executor.settings import ExecutorSettings
+    from codeprm.services.executor.app import create_app
+    from codeprm.services.executor.settings import ExecutorSettings
 
     settings = ExecutorSettings(**_overrides(host=host, port=port))
     _serve(create_app(settings), settings, "executor")
@@ -141,8 +141,8 @@ def prm_serve(
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Run the PRM scoring server (settings: CODEPRM_PRM_*)."""
-    from services.prm_server.app import create_app
-    from services.prm_server.settings import PrmSettings
+    from codeprm.services.prm_server.app import create_app
+    from codeprm.services.prm_server.settings import PrmSettings
 
     settings = PrmSettings(**_overrides(model=model, host=host, port=port, device=device))
     if settings.model is not None:
@@ -201,8 +201,8 @@ def train_prm(
     """Train a line-level PRM; rerunning the same command resumes from its checkpoint.
 
     Runs as it is under `torchrun` or `accelerate launch` (one process per device)."""
-    from services.trainer.prm_train import TrainPrmConfig
-    from services.trainer.prm_train import train_prm as run
+    from codeprm.services.trainer.prm_train import TrainPrmConfig
+    from codeprm.services.trainer.prm_train import train_prm as run
 
     configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
     config = TrainPrmConfig.model_validate(
@@ -266,8 +266,8 @@ def train_ppo(
     ),
 ) -> None:
     """PPO with executor and PRM rewards; rerunning the same command resumes the run."""
-    from services.trainer.ppo import train_ppo as run
-    from services.trainer.ppo_config import load_config
+    from codeprm.services.trainer.ppo import train_ppo as run
+    from codeprm.services.trainer.ppo_config import load_config
 
     configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
     settings = load_config(config, out=out, steps=steps, mode=mode)
@@ -295,7 +295,7 @@ def eval_policy(
     out: Path | None = typer.Option(None, help="Write per-sample results (JSONL) here."),
 ) -> None:
     """pass@1 and pass@k through the executor, split by code lines and by response tokens."""
-    from services.trainer.evaluate import evaluate_policy
+    from codeprm.services.trainer.evaluate import evaluate_policy
 
     configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
     report = evaluate_policy(
@@ -346,8 +346,8 @@ def train_sft(
     device: str = typer.Option("auto"),
 ) -> None:
     """Tokenizer + supervised fine-tuning of a small Qwen2-shaped starting policy."""
-    from services.trainer.sft import SftConfig
-    from services.trainer.sft import train_sft as run
+    from codeprm.services.trainer.sft import SftConfig
+    from codeprm.services.trainer.sft import train_sft as run
 
     configure_logging("trainer", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
     config = SftConfig(
@@ -374,7 +374,7 @@ def train_sft(
 @app.command("report")
 def report(run: Path = typer.Argument(..., help="A PPO run directory.")) -> None:
     """PNG plots and an HTML page (programs with lines coloured by PRM score) for a run."""
-    from services.trainer.report import write_report
+    from codeprm.services.trainer.report import write_report
 
     page = write_report(run)
     console.print(f"report: {page}")
@@ -383,8 +383,8 @@ def report(run: Path = typer.Argument(..., help="A PPO run directory.")) -> None
 @label_app.command("serve")
 def label_serve(host: str | None = HostOpt, port: int | None = PortOpt) -> None:
     """Run the labeler HTTP API (settings: CODEPRM_LABELER_*, REDIS_URL)."""
-    from services.labeler.app import create_app
-    from services.labeler.settings import LabelerSettings
+    from codeprm.services.labeler.app import create_app
+    from codeprm.services.labeler.settings import LabelerSettings
 
     settings = LabelerSettings(**_overrides(host=host, port=port))
     _require_redis(settings.redis_url)
@@ -407,8 +407,8 @@ def label_worker(
     burst: bool = typer.Option(False, help="Exit once the queue is empty."),
 ) -> None:
     """Run a labeler worker: consumes labeling jobs from Redis (settings: CODEPRM_LABELER_*)."""
-    from services.labeler.settings import LabelerSettings
-    from services.labeler.worker import build_worker
+    from codeprm.services.labeler.settings import LabelerSettings
+    from codeprm.services.labeler.worker import build_worker
 
     settings = LabelerSettings()
     configure_logging("labeler_worker", settings.log_level)
@@ -442,7 +442,7 @@ LabelerOpt = typer.Option(
 
 
 def _labeler(url: str) -> Any:
-    from contracts.clients import LabelerClient
+    from codeprm.client import LabelerClient
 
     # Few retries: a person is waiting, and a labeler that is down says so at once.
     return LabelerClient(url, timeout_s=60, retries=2, backoff_s=0.5)
@@ -477,7 +477,7 @@ def label_submit(
     """Enqueue one labeling job per problem (through the labeler API); prints the run id."""
     from pydantic import ValidationError
 
-    from contracts.labeler import LabelRunRequest
+    from codeprm.api.labeler import LabelRunRequest
 
     try:
         request = LabelRunRequest.model_validate(
@@ -606,7 +606,7 @@ def label_export(
     labeler: str = LabelerOpt,
 ) -> None:
     """Write a run's samples as JSONL (TRL stepwise fields + line_labels + provenance)."""
-    from contracts.files import atomic_open
+    from codeprm.files import atomic_open
 
     if not out.parent.is_dir():
         raise typer.BadParameter(f"{out.parent} is not a directory", param_hint="--out")

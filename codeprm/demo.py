@@ -34,9 +34,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from codeprm.api.labeler import LabelRunRequest
+from codeprm.client import LabelerClient
 from codeprm.stack import LocalStack, StackConfig, StackError, free_port, wait_ready
-from contracts.clients import LabelerClient
-from contracts.labeler import LabelRunRequest
 
 
 @dataclass
@@ -129,9 +129,9 @@ def _check_services(stack: LocalStack, console: Console) -> bool:
 
 
 def _pipeline(stack: LocalStack, console: Console, options: DemoOptions) -> None:
-    from services.trainer.ppo import EVAL_SAMPLES, train_ppo
-    from services.trainer.ppo_config import PpoConfig
-    from services.trainer.report import write_report
+    from codeprm.services.trainer.ppo import EVAL_SAMPLES, train_ppo
+    from codeprm.services.trainer.ppo_config import PpoConfig
+    from codeprm.services.trainer.report import write_report
 
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
@@ -267,7 +267,7 @@ LEARNING: dict[str, Any] = {
 
 
 def _policy(options: DemoOptions, sizes: Sizes, console: Console) -> Path:
-    from services.trainer.sft import SftConfig, train_sft
+    from codeprm.services.trainer.sft import SftConfig, train_sft
 
     if options.base_model is not None:
         return options.base_model
@@ -296,7 +296,7 @@ def _train_prm(
     options: DemoOptions,
     console: Console,
 ) -> dict[str, float | None]:
-    from services.trainer.prm_train import TrainPrmConfig, train_prm
+    from codeprm.services.trainer.prm_train import TrainPrmConfig, train_prm
 
     shutil.rmtree(prm_dir, ignore_errors=True)
     result = train_prm(

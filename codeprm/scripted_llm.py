@@ -26,8 +26,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from codeprm.services.labeler.completions import cut_at_stop
 from codeprm.stack import free_port
-from services.labeler.completions import cut_at_stop
 
 Complete = Callable[[str, int], list[str]]
 Chat = Callable[[list[dict[str, str]], int], list[str]]

@@ -26,8 +26,8 @@ from types import TracebackType
 import httpx
 import redis
 
-from services.labeler.queue import connect
-from services.labeler.settings import LabelerSettings
+from codeprm.services.labeler.queue import connect
+from codeprm.services.labeler.settings import LabelerSettings
 
 
 class StackError(RuntimeError):

@@ -12,7 +12,6 @@ COPY docker/constraints.txt docker/executor.requirements.txt /tmp/
 RUN pip install --constraint /tmp/constraints.txt --requirement /tmp/executor.requirements.txt
 COPY pyproject.toml README.md /src/
 COPY codeprm /src/codeprm
-COPY contracts /src/contracts
 COPY services /src/services
 RUN pip install --no-deps /src
 

@@ -13,7 +13,6 @@ RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch
 COPY docker/constraints.txt /tmp/
 COPY pyproject.toml README.md /src/
 COPY codeprm /src/codeprm
-COPY contracts /src/contracts
 COPY services /src/services
 RUN pip install --constraint /tmp/constraints.txt /src
 

@@ -11,7 +11,6 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY docker/constraints.txt /tmp/
 COPY pyproject.toml README.md /src/
 COPY codeprm /src/codeprm
-COPY contracts /src/contracts
 COPY services /src/services
 RUN pip install --constraint /tmp/constraints.txt torch==2.13.0 /src
 

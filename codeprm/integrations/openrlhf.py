@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
+from codeprm.extract import response_of
 from codeprm.integrations.rewards import CodeRewards, Judged, Sample
-from contracts.extract import response_of
 
 
 @functools.cache

@@ -39,17 +39,17 @@ from typing import Any, Literal
 from pydantic import Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.clients import (
+from codeprm.api.executor import EvaluateRequest, EvaluateResponse, Tests
+from codeprm.api.prm import Aggregate, LineScore, ScoreItem, ScoreResult
+from codeprm.client import (
     AsyncExecutorClient,
     AsyncPrmClient,
     ExecutorClient,
     PrmClient,
     ServiceUnavailable,
 )
-from contracts.dense import Outcome, outcome_reward
-from contracts.executor import EvaluateRequest, EvaluateResponse, Tests
-from contracts.extract import code_span
-from contracts.prm import Aggregate, LineScore, ScoreItem, ScoreResult
+from codeprm.extract import code_span
+from codeprm.token_rewards import Outcome, outcome_reward
 
 _TESTS: TypeAdapter[Tests] = TypeAdapter(Tests)
 log = logging.getLogger(__name__)

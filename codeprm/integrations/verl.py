@@ -9,7 +9,7 @@
   veRL's reward extra info, and every result carries the same keys, because veRL stacks them
   into one array per key across the batch.
 * `dense_line_rewards`: PSGPO's line rewards `lam * s_m / T` for one response, on the policy's
-  own tokens (`contracts.dense.token_rewards`, as the trainer computes them).
+  own tokens (`codeprm.token_rewards.token_rewards`, as the trainer computes them).
   `codeprm.integrations.verl_loop.CodePrmAgentLoopManager` (the veRL-importing part) adds
   them to veRL's `rm_scores`, which veRL's trainer turns into `token_level_rewards` and hands
   to its GAE (docs/integrations.md).
@@ -27,9 +27,9 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from codeprm.geometry import decode_with_ends, token_spans
 from codeprm.integrations.rewards import CodeRewards, Judged, Sample
-from contracts.dense import DenseReward, token_rewards
-from contracts.geometry import decode_with_ends, token_spans
+from codeprm.token_rewards import DenseReward, token_rewards
 
 
 @functools.cache

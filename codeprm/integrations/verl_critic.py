@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-from contracts.prm import METADATA_FILE, PrmMetadata
-from contracts.prm_model import read_metadata
+from codeprm.api.prm import METADATA_FILE, PrmMetadata
+from codeprm.prm_model import read_metadata
 
 
 class NotACriticError(ValueError):

@@ -38,7 +38,7 @@ from verl.utils.ray_utils import auto_await
 
 from codeprm.integrations.rewards import CodeRewards, Sample
 from codeprm.integrations.verl import dense_line_rewards, problem_of
-from contracts.dense import DenseReward, DenseVariant
+from codeprm.token_rewards import DenseReward, DenseVariant
 
 log = logging.getLogger(__name__)
 

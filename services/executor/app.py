@@ -10,14 +10,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from contracts.errors import install_error_handlers
-from contracts.observability import install_observability
-from services.executor.cache import VerdictCache
-from services.executor.evaluation import Executor, ExecutorMetrics
-from services.executor.pool import IsolationUnavailable, Pool
-from services.executor.routes import router
-from services.executor.selftest import run_self_test
-from services.executor.settings import ExecutorSettings
+from codeprm.services.executor.cache import VerdictCache
+from codeprm.services.executor.evaluation import Executor, ExecutorMetrics
+from codeprm.services.executor.pool import IsolationUnavailable, Pool
+from codeprm.services.executor.routes import router
+from codeprm.services.executor.selftest import run_self_test
+from codeprm.services.executor.settings import ExecutorSettings
+from codeprm.serving.errors import install_error_handlers
+from codeprm.serving.observability import install_observability
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 import codeprm
-from contracts.executor import EvaluateRequest, EvaluateResponse
+from codeprm.api.executor import EvaluateRequest, EvaluateResponse
 
 log = logging.getLogger(__name__)
 _UNCACHED = {"timeout", "sandbox_error"}

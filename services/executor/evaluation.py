@@ -8,8 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from contracts.errors import BadInput, CodeprmError, PayloadTooLarge
-from contracts.executor import (
+from codeprm.api.executor import (
     AssertTests,
     CallTests,
     CaseResult,
@@ -20,10 +19,11 @@ from contracts.executor import (
     RunResponse,
     StdioTests,
 )
-from services.executor import verdicts, wire
-from services.executor.cache import VerdictCache
-from services.executor.pool import Pool
-from services.executor.settings import ExecutorSettings
+from codeprm.services.executor import verdicts, wire
+from codeprm.services.executor.cache import VerdictCache
+from codeprm.services.executor.pool import Pool
+from codeprm.services.executor.settings import ExecutorSettings
+from codeprm.serving.errors import BadInput, CodeprmError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
-from services.executor import linux
-from services.executor.linux import (
+from codeprm.services.executor import linux
+from codeprm.services.executor.linux import (
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,

@@ -1,7 +1,7 @@
 """The service's side of the sandbox workers: start them, hand out jobs, replace the dead.
 
-Each worker is a `python -m services.executor.worker` child with a clean environment, talking
-`wire` frames over its stdin/stdout. One job at a time per worker; callers wait in a bounded
+Each worker is a `python -m codeprm.services.executor.worker` child with a clean environment,
+talking `wire` frames over its stdin/stdout. One job at a time per worker; callers wait in a bounded
 queue (full: `Overloaded`, i.e. 503). A job keeps running if its HTTP caller goes away, so a
 worker's stream never falls out of step.
 """
@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.errors import Overloaded
-from services.executor import wire
-from services.executor.settings import ExecutorSettings
+from codeprm.services.executor import wire
+from codeprm.services.executor.settings import ExecutorSettings
+from codeprm.serving.errors import Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Pool:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "services.executor.worker",
+            "codeprm.services.executor.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,

@@ -22,8 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from contracts.strict_json import finite_float, printable, refuse_constant, unique_keys
-from services.executor import wire
+from codeprm.services.executor import wire
+from codeprm.serving.strict_json import finite_float, printable, refuse_constant, unique_keys
 
 Question = Literal["load", "get", "call"]
 MAX_KIND = 200

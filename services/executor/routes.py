@@ -9,8 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
-from contracts.errors import BadInput, NotReady, PayloadTooLarge
-from contracts.executor import (
+from codeprm.api.executor import (
     BatchRequest,
     BatchResponse,
     EvaluateRequest,
@@ -21,7 +20,8 @@ from contracts.executor import (
     SandboxFusionRunResponse,
     SandboxFusionRunResult,
 )
-from services.executor.evaluation import Executor
+from codeprm.services.executor.evaluation import Executor
+from codeprm.serving.errors import BadInput, NotReady, PayloadTooLarge
 
 router = APIRouter()
 

@@ -25,8 +25,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from contracts.strict_json import printable
-from services.executor import replies, verdicts, wire
+from codeprm.services.executor import replies, verdicts, wire
+from codeprm.serving.strict_json import printable
 
 SOLUTION_FILE = "/tmp/solution.py"
 TEST_FILE = "/tmp/test.py"

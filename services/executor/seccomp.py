@@ -33,7 +33,7 @@ import signal
 import socket
 import struct
 
-from services.executor import linux
+from codeprm.services.executor import linux
 
 # -- BPF ------------------------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ import os
 import secrets
 import tempfile
 
-from contracts.executor import RunRequest
-from services.executor.evaluation import Executor
-from services.executor.pool import WORKER_ENV
+from codeprm.api.executor import RunRequest
+from codeprm.services.executor.evaluation import Executor
+from codeprm.services.executor.pool import WORKER_ENV
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import os
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from contracts.settings import ServiceSettings
+from codeprm.serving.settings import ServiceSettings
 
 
 def _default_workers() -> int:

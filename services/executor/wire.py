@@ -218,7 +218,7 @@ class JudgeOutcome(TypedDict):
 class Result(TypedDict, total=False):
     """worker → service (and the pool's own for a failed worker)."""
 
-    status: Required[str]  # a `contracts.executor.RunStatus`, checked where it becomes one
+    status: Required[str]  # a `codeprm.api.executor.RunStatus`, checked where it becomes one
     exit_code: Required[int | None]
     stdout: Required[str]
     stderr: Required[str]

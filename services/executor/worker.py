@@ -7,7 +7,7 @@ sandbox forked ahead of time and, for assert and call tests, the tests to its lo
 sandbox; supervise; write the result to stdout. Everything about an execution is decided
 here, outside the sandboxes: the wall-clock deadline, output caps, and the processes' fate.
 
-Run as `python -m services.executor.worker`; speaks `wire` frames on stdin/stdout.
+Run as `python -m codeprm.services.executor.worker`; speaks `wire` frames on stdin/stdout.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from services.executor import cgroup, jail, linux, runner, wire
-from services.executor.cgroup import MemoryCgroup
-from services.executor.zygote import (
+from codeprm.services.executor import cgroup, jail, linux, runner, wire
+from codeprm.services.executor.cgroup import MemoryCgroup
+from codeprm.services.executor.zygote import (
     STARTED,
     CandidateSandbox,
     JudgeSandbox,

@@ -51,8 +51,8 @@ import traceback
 from dataclasses import dataclass
 from typing import NoReturn
 
-from services.executor import jail, linux, runner, seccomp, wire
-from services.executor.cgroup import MemoryCgroup
+from codeprm.services.executor import jail, linux, runner, seccomp, wire
+from codeprm.services.executor.cgroup import MemoryCgroup
 
 SANDBOX_FAILURE = 70  # exit code of a sandbox whose set-up failed (EX_SOFTWARE)
 STARTED = b"\x00"  # a candidate's first byte on stdout: its set-up is over

@@ -10,12 +10,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
-from contracts.errors import install_error_handlers
-from contracts.observability import install_observability
-from services.labeler.queue import connect
-from services.labeler.routes import router
-from services.labeler.runs import RunStore
-from services.labeler.settings import LabelerSettings
+from codeprm.services.labeler.queue import connect
+from codeprm.services.labeler.routes import router
+from codeprm.services.labeler.runs import RunStore
+from codeprm.services.labeler.settings import LabelerSettings
+from codeprm.serving.errors import install_error_handlers
+from codeprm.serving.observability import install_observability
 
 
 def create_app(settings: LabelerSettings) -> FastAPI:

@@ -25,14 +25,14 @@ import asyncio
 import logging
 from collections import Counter
 
-from contracts.clients import AsyncExecutorClient
-from contracts.datasets import Problem
-from contracts.labeler import SearchOptions
-from contracts.labels import LabeledSample
-from contracts.lines import split_lines
-from services.labeler.completions import CompletionBackend
-from services.labeler.labeling import Labeled, code_or_neutral, make_sample
-from services.labeler.prefixes import Prober, code_lines, prefix_through
+from codeprm.api.labeler import SearchOptions
+from codeprm.api.labels import LabeledSample
+from codeprm.client import AsyncExecutorClient
+from codeprm.datasets import Problem
+from codeprm.lines import split_lines
+from codeprm.services.labeler.completions import CompletionBackend
+from codeprm.services.labeler.labeling import Labeled, code_or_neutral, make_sample
+from codeprm.services.labeler.prefixes import Prober, code_lines, prefix_through
 
 log = logging.getLogger(__name__)
 

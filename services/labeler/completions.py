@@ -27,8 +27,8 @@ from typing import Any, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from contracts.clients import AsyncServiceClient, ServiceRejected, ServiceUnavailable
-from contracts.labeler import BackendSpec, SamplingOptions
+from codeprm.api.labeler import BackendSpec, SamplingOptions
+from codeprm.client import AsyncServiceClient, ServiceRejected, ServiceUnavailable
 
 Message = dict[str, str]
 R = TypeVar("R", bound=BaseModel)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from contracts.datasets import Problem
-from contracts.labels import LabeledSample, Strategy, trl_steps
-from contracts.lines import Line
+from codeprm.api.labels import LabeledSample, Strategy, trl_steps
+from codeprm.datasets import Problem
+from codeprm.lines import Line
 
 
 class LabelingError(RuntimeError):

@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from contracts.clients import AsyncExecutorClient
-from contracts.datasets import Problem
-from contracts.executor import EvaluateRequest, EvaluateResponse
-from contracts.labeler import MutationOptions
-from contracts.lines import split_lines
-from services.labeler.completions import CompletionBackend
-from services.labeler.labeling import Labeled, LabelingError, code_or_neutral, make_sample
-from services.labeler.mutate import Mutation, apply_mutation, mutate_line
-from services.labeler.teacher import Kind, load_prompt, teacher_variants
+from codeprm.api.executor import EvaluateRequest, EvaluateResponse
+from codeprm.api.labeler import MutationOptions
+from codeprm.client import AsyncExecutorClient
+from codeprm.datasets import Problem
+from codeprm.lines import split_lines
+from codeprm.services.labeler.ast_mutator import Mutation, apply_mutation, mutate_line
+from codeprm.services.labeler.completions import CompletionBackend
+from codeprm.services.labeler.labeling import Labeled, LabelingError, code_or_neutral, make_sample
+from codeprm.services.labeler.teacher import Kind, load_prompt, teacher_variants
 
 
 async def label_by_mutation(

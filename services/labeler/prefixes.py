@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from contracts.clients import AsyncExecutorClient
-from contracts.datasets import Problem
-from contracts.executor import EvaluateRequest
-from contracts.labeler import SearchOptions
-from contracts.lines import Line, split_lines
-from services.labeler.completions import CompletionBackend
+from codeprm.api.executor import EvaluateRequest
+from codeprm.api.labeler import SearchOptions
+from codeprm.client import AsyncExecutorClient
+from codeprm.datasets import Problem
+from codeprm.lines import Line, split_lines
+from codeprm.services.labeler.completions import CompletionBackend
 
 
 def code_lines(completion: str) -> list[Line]:

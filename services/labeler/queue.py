@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from services.labeler.runs import RunStore, job_deserializer, job_serializer
-from services.labeler.settings import LabelerSettings
+from codeprm.services.labeler.runs import RunStore, job_deserializer, job_serializer
+from codeprm.services.labeler.settings import LabelerSettings
 
 
 def redis_settings(settings: LabelerSettings) -> RedisSettings:

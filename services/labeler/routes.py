@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from contracts.datasets import DatasetError
-from contracts.errors import BadInput, Conflict, NotFound
-from contracts.labeler import LabelRunInfo, LabelRunRequest
-from services.labeler.completions import BackendUnreachable
-from services.labeler.runs import RunNotFound, RunStore, RunUnfinished
-from services.labeler.settings import LabelerSettings
+from codeprm.api.labeler import LabelRunInfo, LabelRunRequest
+from codeprm.datasets import DatasetError
+from codeprm.services.labeler.completions import BackendUnreachable
+from codeprm.services.labeler.runs import RunNotFound, RunStore, RunUnfinished
+from codeprm.services.labeler.settings import LabelerSettings
+from codeprm.serving.errors import BadInput, Conflict, NotFound
 
 router = APIRouter(prefix="/v1/label")
 

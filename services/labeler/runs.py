@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 
-from contracts.datasets import load_problems
-from contracts.labeler import LabelRunInfo, LabelRunRequest
-from services.labeler.completions import check_reachable
-from services.labeler.labeling import Labeled
+from codeprm.api.labeler import LabelRunInfo, LabelRunRequest
+from codeprm.datasets import load_problems
+from codeprm.services.labeler.completions import check_reachable
+from codeprm.services.labeler.labeling import Labeled
 
 T = TypeVar("T")
 # A queued job's definition expires after this long (arq's default, one day, would drop the

@@ -5,7 +5,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
-from contracts.settings import ServiceSettings
+from codeprm.serving.settings import ServiceSettings
 
 
 class LabelerSettings(ServiceSettings):

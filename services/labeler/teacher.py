@@ -18,10 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from contracts.datasets import Problem
-from contracts.labeler import SamplingOptions
-from services.labeler.completions import CompletionBackend
-from services.labeler.mutate import Mutation
+from codeprm.api.labeler import SamplingOptions
+from codeprm.datasets import Problem
+from codeprm.services.labeler.ast_mutator import Mutation
+from codeprm.services.labeler.completions import CompletionBackend
 
 Kind = Literal["bug", "rewrite"]
 _PLACEHOLDER = re.compile(r"\{(prompt|numbered|number|line)\}")
@@ -31,7 +31,7 @@ _CODE_BLOCK = re.compile(r"```[a-zA-Z0-9_+-]*\n(.*?)```", re.DOTALL)
 def load_prompt(kind: Kind, prompts_dir: Path | None = None) -> str:
     if prompts_dir is not None:
         return (prompts_dir / f"{kind}.md").read_text()
-    return resources.files("services.labeler.prompts").joinpath(f"{kind}.md").read_text()
+    return resources.files("codeprm.services.labeler.prompts").joinpath(f"{kind}.md").read_text()
 
 
 def render(template: str, problem: Problem, program: str, line: int) -> str:

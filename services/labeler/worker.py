@@ -31,16 +31,16 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from contracts.clients import AsyncExecutorClient, ServiceRejected
-from contracts.datasets import Problem
-from contracts.labeler import BackendSpec, LabelRunRequest
-from services.labeler.binary_search import label_by_binary_search
-from services.labeler.completions import CompletionBackend, open_backend
-from services.labeler.labeling import Labeled, LabelingError
-from services.labeler.monte_carlo import label_by_monte_carlo
-from services.labeler.mutation import label_by_mutation
-from services.labeler.queue import redis_settings
-from services.labeler.runs import (
+from codeprm.api.labeler import BackendSpec, LabelRunRequest
+from codeprm.client import AsyncExecutorClient, ServiceRejected
+from codeprm.datasets import Problem
+from codeprm.services.labeler.binary_search import label_by_binary_search
+from codeprm.services.labeler.completions import CompletionBackend, open_backend
+from codeprm.services.labeler.labeling import Labeled, LabelingError
+from codeprm.services.labeler.monte_carlo import label_by_monte_carlo
+from codeprm.services.labeler.mutation import label_by_mutation
+from codeprm.services.labeler.queue import redis_settings
+from codeprm.services.labeler.runs import (
     HEARTBEAT_S,
     RunNotFound,
     RunStore,
@@ -48,7 +48,7 @@ from services.labeler.runs import (
     job_serializer,
     unit_key,
 )
-from services.labeler.settings import LabelerSettings
+from codeprm.services.labeler.settings import LabelerSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ import torch
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 
-from contracts.errors import install_error_handlers
-from contracts.observability import install_observability
-from contracts.prm import ScoreItem
-from contracts.prm_model import encode, forward, load_prm
-from services.prm_server.errors import ContainUnexpectedErrors
-from services.prm_server.routes import router
-from services.prm_server.settings import PrmSettings
-from services.prm_server.state import Scorer, start_scorer
-from services.prm_server.ui import router as viewer_router
+from codeprm.api.prm import ScoreItem
+from codeprm.prm_model import encode, forward, load_prm
+from codeprm.services.prm_server.errors import ContainUnexpectedErrors
+from codeprm.services.prm_server.routes import router
+from codeprm.services.prm_server.settings import PrmSettings
+from codeprm.services.prm_server.state import Scorer, start_scorer
+from codeprm.services.prm_server.ui import router as viewer_router
+from codeprm.serving.errors import install_error_handlers
+from codeprm.serving.observability import install_observability
 
 log = logging.getLogger(__name__)
 

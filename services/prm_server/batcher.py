@@ -27,7 +27,7 @@ from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from contracts.errors import Overloaded, PayloadTooLarge
+from codeprm.serving.errors import Overloaded, PayloadTooLarge
 
 SORT_WINDOW = 4
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""The PRM server's own error rules, on top of the shared ones in `contracts.errors`.
+"""The PRM server's own error rules, on top of the shared ones in `codeprm.serving.errors`.
 
 * Text the tokenizer cannot take (a lone surrogate such as "\\ud800" is valid JSON but not
   valid Unicode) is refused with 422 before it reaches the tokenizer.
@@ -17,7 +17,7 @@ import torch
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contracts.errors import BadInput, CodeprmError, Overloaded
+from codeprm.serving.errors import BadInput, CodeprmError, Overloaded
 
 log = logging.getLogger(__name__)
 

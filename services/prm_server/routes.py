@@ -7,10 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 
-from contracts.errors import BadInput, NotReady, PayloadTooLarge, Unauthorized
-from contracts.extract import extract_code
-from contracts.geometry import EncodedLines
-from contracts.prm import (
+from codeprm.api.prm import (
     Aggregate,
     GetRewardRequest,
     GetRewardResponse,
@@ -19,11 +16,14 @@ from contracts.prm import (
     ScoreResponse,
     ScoreResult,
 )
-from contracts.prm_model import LoadedPrm, encode
-from services.prm_server.errors import check_text, scoring_error
-from services.prm_server.scoring import result
-from services.prm_server.settings import PrmSettings
-from services.prm_server.state import Scorer
+from codeprm.extract import extract_code
+from codeprm.geometry import EncodedLines
+from codeprm.prm_model import LoadedPrm, encode
+from codeprm.services.prm_server.errors import check_text, scoring_error
+from codeprm.services.prm_server.scoring import result
+from codeprm.services.prm_server.settings import PrmSettings
+from codeprm.services.prm_server.state import Scorer
+from codeprm.serving.errors import BadInput, NotReady, PayloadTooLarge, Unauthorized
 
 
 # Dependencies are async: FastAPI runs plain `def` ones in a thread pool, a thread hand-off

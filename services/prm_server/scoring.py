@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from contracts.geometry import EncodedLines
-from contracts.prm import Aggregate, LineScore, ScoreResult
+from codeprm.api.prm import Aggregate, LineScore, ScoreResult
+from codeprm.geometry import EncodedLines
 
 
 def result(encoded: EncodedLines, scores: list[float | None], aggregate: Aggregate) -> ScoreResult:

@@ -6,8 +6,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
-from contracts.prm import Aggregate
-from contracts.settings import ServiceSettings
+from codeprm.api.prm import Aggregate
+from codeprm.serving.settings import ServiceSettings
 
 
 class PrmSettings(ServiceSettings):

@@ -8,10 +8,10 @@ from functools import partial
 import torch
 from prometheus_client import CollectorRegistry
 
-from contracts.geometry import EncodedLines
-from contracts.prm_model import LoadedPrm, forward
-from services.prm_server.batcher import BatchMetrics, DynamicBatcher
-from services.prm_server.settings import PrmSettings
+from codeprm.geometry import EncodedLines
+from codeprm.prm_model import LoadedPrm, forward
+from codeprm.services.prm_server.batcher import BatchMetrics, DynamicBatcher
+from codeprm.services.prm_server.settings import PrmSettings
 
 Scores = list[float | None]
 

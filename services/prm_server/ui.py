@@ -15,10 +15,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel
 
-from contracts.prm import Aggregate
-from contracts.render import score_range
-from services.prm_server.settings import PrmSettings
-from services.prm_server.state import Scorer
+from codeprm.api.prm import Aggregate
+from codeprm.render import score_range
+from codeprm.services.prm_server.settings import PrmSettings
+from codeprm.services.prm_server.state import Scorer
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -42,7 +42,7 @@ class ViewerConfig(BaseModel):
 
 @cache
 def _page() -> str:
-    return resources.files("services.prm_server").joinpath("ui.html").read_text("utf-8")
+    return resources.files("codeprm.services.prm_server").joinpath("ui.html").read_text("utf-8")
 
 
 @router.get("/", include_in_schema=False)

@@ -25,13 +25,13 @@ import torch
 from pydantic import BaseModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from contracts.clients import ExecutorClient
-from contracts.datasets import Problem, load_problems
-from contracts.files import atomic_open, checkpoint_dir
-from contracts.lines import split_lines
-from contracts.prm_model import resolve_device
-from services.trainer.judge import ServiceJudge
-from services.trainer.rollout import Rollout, Sampling, generate
+from codeprm.client import ExecutorClient
+from codeprm.datasets import Problem, load_problems
+from codeprm.files import atomic_open, checkpoint_dir
+from codeprm.lines import split_lines
+from codeprm.prm_model import resolve_device
+from codeprm.services.trainer.reward_client import RewardClient
+from codeprm.services.trainer.rollout import Rollout, Sampling, generate
 
 
 class Bucket(BaseModel):
@@ -137,7 +137,7 @@ def sample_and_judge(
         chunk = problems[start : start + batch_size]
         rollouts += generate(model, tokenizer, chunk, n, sampling, device)
     model.train(was_training)
-    judge = ServiceJudge(executor_url=executor_url, prm_url=None)
+    judge = RewardClient(executor_url=executor_url, prm_url=None)
     verdicts = asyncio.run(judge.judge(rollouts)).verdicts
     return [Sampled(r, v.passed) for r, v in zip(rollouts, verdicts, strict=True)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib
 
-from contracts.files import atomic_open
+from codeprm.files import atomic_open
 
 matplotlib.use("Agg")  # files only: no display on servers and in CI
 

@@ -35,17 +35,17 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from contracts.datasets import Problem, load_problems
-from contracts.dense import outcome_reward, token_rewards
-from contracts.files import atomic_dir, atomic_write_text, checkpoint_dir
-from contracts.lines import split_lines
-from contracts.prm_model import read_metadata, resolve_device
-from services.trainer import ppo_core
-from services.trainer.judge import Judge, Judgement, ServiceJudge
-from services.trainer.plots import plot_curves
-from services.trainer.ppo_config import PpoConfig
-from services.trainer.rollout import Rollout, Sampling, generate
-from services.trainer.runlog import Row, append_row, rows_until
+from codeprm.datasets import Problem, load_problems
+from codeprm.files import atomic_dir, atomic_write_text, checkpoint_dir
+from codeprm.lines import split_lines
+from codeprm.prm_model import read_metadata, resolve_device
+from codeprm.services.trainer import ppo_core
+from codeprm.services.trainer.plots import plot_curves
+from codeprm.services.trainer.ppo_config import PpoConfig
+from codeprm.services.trainer.reward_client import Judgement, RewardClient, RewardSource
+from codeprm.services.trainer.rollout import Rollout, Sampling, generate
+from codeprm.services.trainer.runlog import Row, append_row, rows_until
+from codeprm.token_rewards import outcome_reward, token_rewards
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class PpoResult:
 
 
 def train_ppo(
-    config: PpoConfig, *, judge: Judge | None = None, progress: bool = False
+    config: PpoConfig, *, judge: RewardSource | None = None, progress: bool = False
 ) -> PpoResult:
     hf_logging.disable_progress_bar()
     torch.manual_seed(config.seed)
@@ -108,7 +108,7 @@ def train_ppo(
         start = {"step": 0} | _held_out(models, config, held_out)
         append_row(config.out / METRICS, start)
         history.append(start)
-    judge = judge or ServiceJudge(
+    judge = judge or RewardClient(
         executor_url=config.executor_url,
         prm_url=config.prm_url if config.dense else None,
         prm_api_key=config.prm_api_key,
@@ -234,7 +234,7 @@ def ppo_step(
     policy_opt: torch.optim.Optimizer,
     critic_opt: torch.optim.Optimizer,
     config: PpoConfig,
-    judge: Judge,
+    judge: RewardSource,
     step: int,
     problems: list[Problem],
 ) -> tuple[Row, list[Rollout], Judgement]:
@@ -524,7 +524,7 @@ def _explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch
 
 def _held_out(models: Models, config: PpoConfig, problems: list[Problem]) -> Row:
     """pass@1 of the current policy on held-out problems, overall and by code lines."""
-    from services.trainer.evaluate import sample_and_judge, summarize, write_samples
+    from codeprm.services.trainer.evaluate import sample_and_judge, summarize, write_samples
 
     sampling = Sampling(config.max_new_tokens, config.eval_temperature, 1.0, tuple(config.stop))
     # Its own generator state: evaluating must not change the training run's samples.
@@ -563,8 +563,8 @@ async def _collect(
     config: PpoConfig, step: int, rollouts: list[Rollout], judgement: Judgement
 ) -> None:
     """Failing rollouts of this step -> a binary_search labeling run of the labeler."""
-    from contracts.clients import AsyncLabelerClient
-    from contracts.labeler import LabelRunRequest, SearchOptions
+    from codeprm.api.labeler import LabelRunRequest, SearchOptions
+    from codeprm.client import AsyncLabelerClient
 
     assert config.collect is not None
     failing: dict[str, tuple[Problem, list[str]]] = {}

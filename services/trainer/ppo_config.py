@@ -16,9 +16,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.dense import DenseReward, DenseVariant, Outcome
-from contracts.labeler import BackendSpec
-from services.trainer.rollout import DEFAULT_STOP
+from codeprm.api.labeler import BackendSpec
+from codeprm.services.trainer.rollout import DEFAULT_STOP
+from codeprm.token_rewards import DenseReward, DenseVariant, Outcome
 
 Mode = Literal["outcome", "dense", "value_init", "dense+value_init"]
 
@@ -47,7 +47,7 @@ class PpoConfig(BaseModel):
 
     # -- what to train, on what, where to
     policy: Path = Field(description="Causal LM directory: the starting policy.")
-    dataset: str = Field(description="'humaneval' or a problems JSONL (contracts/datasets.py).")
+    dataset: str = Field(description="'humaneval' or a problems JSONL (codeprm/datasets.py).")
     out: Path = Field(description="Run directory: metrics, samples, checkpoints, final policy.")
     limit_problems: int | None = Field(None, ge=1, description="Train on the first N only.")
     mode: Mode = Field(

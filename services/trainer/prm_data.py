@@ -2,7 +2,7 @@
 
 Both formats are JSONL rows with `prompt`, `completions` and `labels`:
 
-* the labeler's export (`contracts/labels.py`) has TRL steps (a code line with the neutral
+* the labeler's export (`codeprm/api/labels.py`) has TRL steps (a code line with the neutral
   lines before it) and adds `line_labels`, one per physical line (+1 / 0 / -1; soft pass
   fractions in [0, 1] for `monte_carlo`): the program is the steps joined by newlines;
 * TRL's stepwise rows have only boolean `labels`, one per step; TRL's PRMTrainer puts a "\\n"
@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from contracts.lines import split_lines
+from codeprm.lines import split_lines
 
 
 class PrmDataError(ValueError):

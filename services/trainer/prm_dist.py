@@ -37,7 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from contracts.prm_model import resolve_device
+from codeprm.prm_model import resolve_device
 
 Parallel = Literal["ddp", "fsdp"]
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """`codeprm train prm`: fit a line-level PRM on labeled programs.
 
 The model is a causal-LM backbone with a one-output token-classification head, trained only
-at the last token of each line (the geometry the server reads, `contracts/geometry.py`):
+at the last token of each line (the geometry the server reads, `codeprm/geometry.py`):
 MSE on the +1 / 0 / -1 line labels (the PSGPO recipe; comment and blank lines are trained
 towards 0), or BCE on 0/1 with neutral lines left out. Encoding and held-out scoring go
 through the server's own `encode` and `forward`, so what is measured here is what is served.
@@ -31,22 +31,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from contracts.files import atomic_dir, atomic_write_text, checkpoint_dir
-from contracts.geometry import EncodedLines
-from contracts.prm import METADATA_FILE, PrmMetadata, ScoreItem
-from contracts.prm_model import LoadedPrm, encode, forward
-from services.trainer import prm_dist
-from services.trainer.plots import plot_curves
-from services.trainer.prm_batches import epoch_steps, split_step
-from services.trainer.prm_data import (
+from codeprm.api.prm import METADATA_FILE, PrmMetadata, ScoreItem
+from codeprm.files import atomic_dir, atomic_write_text, checkpoint_dir
+from codeprm.geometry import EncodedLines
+from codeprm.prm_model import LoadedPrm, encode, forward
+from codeprm.services.trainer import prm_dist
+from codeprm.services.trainer.plots import plot_curves
+from codeprm.services.trainer.prm_batches import epoch_steps, split_step
+from codeprm.services.trainer.prm_data import (
     PrmExample,
     drop_after_first_error,
     read_examples,
     split_by_problem,
 )
-from services.trainer.prm_dist import Parallel, Processes
-from services.trainer.prm_metrics import OnPolicyMetrics, PrmMetrics, evaluate, on_policy
-from services.trainer.runlog import append_row, rows_until
+from codeprm.services.trainer.prm_dist import Parallel, Processes
+from codeprm.services.trainer.prm_metrics import OnPolicyMetrics, PrmMetrics, evaluate, on_policy
+from codeprm.services.trainer.runlog import append_row, rows_until
 
 log = logging.getLogger(__name__)
 

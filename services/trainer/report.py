@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from contracts.files import atomic_write_text
-from contracts.prm import LineScore
-from contracts.render import STYLE, program_html
-from services.trainer.ppo import METRICS, SAMPLES, plot_run
+from codeprm.api.prm import LineScore
+from codeprm.files import atomic_write_text
+from codeprm.render import STYLE, program_html
+from codeprm.services.trainer.ppo import METRICS, SAMPLES, plot_run
 
 
 def write_report(

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from contracts.datasets import Problem
-from contracts.geometry import decode_with_ends, token_spans
+from codeprm.datasets import Problem
+from codeprm.geometry import decode_with_ends, token_spans
 
 # Where a completion of a function body is over (the HumanEval convention).
 DEFAULT_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert "]

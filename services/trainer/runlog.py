@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from contracts.files import atomic_write_text
+from codeprm.files import atomic_write_text
 
 Row = dict[str, Any]
 

@@ -29,13 +29,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from codeprm import listfuncs
+from codeprm.datasets import Problem, load_problems
+from codeprm.files import atomic_write_text
+from codeprm.prm_model import resolve_device
+from codeprm.services.trainer.plots import plot_curves
+from codeprm.services.trainer.runlog import append_row
 from codeprm.tiny import build_tokenizer, code_corpus, tiny_config
-from contracts import listfuncs
-from contracts.datasets import Problem, load_problems
-from contracts.files import atomic_write_text
-from contracts.prm_model import resolve_device
-from services.trainer.plots import plot_curves
-from services.trainer.runlog import append_row
 
 log = logging.getLogger(__name__)
 

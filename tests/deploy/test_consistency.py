@@ -19,11 +19,11 @@ from fastapi import FastAPI
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from contracts.settings import ServiceSettings
-from services.executor.settings import ExecutorSettings
-from services.labeler.settings import LabelerSettings
-from services.prm_server.settings import PrmSettings
-from services.trainer.ppo_config import PpoConfig
+from codeprm.services.executor.settings import ExecutorSettings
+from codeprm.services.labeler.settings import LabelerSettings
+from codeprm.services.prm_server.settings import PrmSettings
+from codeprm.services.trainer.ppo_config import PpoConfig
+from codeprm.serving.settings import ServiceSettings
 from tests.deploy.manifests import (
     OVERLAYS,
     ROOT,
@@ -126,15 +126,15 @@ def test_values_validate_and_bind_where_the_probes_look(
 def _routes(cls: type[ServiceSettings]) -> set[str]:
     app: FastAPI
     if cls is ExecutorSettings:
-        from services.executor.app import create_app as executor_app
+        from codeprm.services.executor.app import create_app as executor_app
 
         app = executor_app(ExecutorSettings())
     elif cls is LabelerSettings:
-        from services.labeler.app import create_app as labeler_app
+        from codeprm.services.labeler.app import create_app as labeler_app
 
         app = labeler_app(LabelerSettings())
     else:
-        from services.prm_server.app import create_app as prm_app
+        from codeprm.services.prm_server.app import create_app as prm_app
 
         app = prm_app(PrmSettings())
     return {getattr(r, "path", "") for r in app.routes}

@@ -27,9 +27,9 @@ import pytest
 import redis
 
 import codeprm.stack as stack
+from codeprm.services.labeler.queue import connect
+from codeprm.services.labeler.settings import LabelerSettings
 from codeprm.stack import LocalStack, StackConfig, free_port
-from services.labeler.queue import connect
-from services.labeler.settings import LabelerSettings
 from tests.conftest import REDIS_URL
 from tests.deploy.dockerfiles import codeprm_args, dockerfile
 from tests.deploy.manifests import ROOT, Obj, container_env, rendered, workload

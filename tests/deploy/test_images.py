@@ -242,9 +242,9 @@ IMPORTED_BY_EXECUTOR = """
 import json, sys
 from importlib.metadata import packages_distributions
 import codeprm.cli, uvicorn
-from services.executor.app import create_app
-from services.executor.settings import ExecutorSettings
-import services.executor.worker
+from codeprm.services.executor.app import create_app
+from codeprm.services.executor.settings import ExecutorSettings
+import codeprm.services.executor.worker
 create_app(ExecutorSettings())
 dists = packages_distributions()
 print(json.dumps(sorted({d for m in sys.modules for d in dists.get(m.split(".")[0], [])})))

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contracts.errors import Overloaded
-from services.executor.pool import Pool
-from services.executor.settings import ExecutorSettings
+from codeprm.services.executor.pool import Pool
+from codeprm.services.executor.settings import ExecutorSettings
+from codeprm.serving.errors import Overloaded
 from tests.bodies import fuzzed
 from tests.contained import ContainedExecutor
 
@@ -268,7 +268,7 @@ def test_odd_values_anywhere_never_give_a_500(
 
 
 def _worker_pids(executor: ContainedExecutor) -> set[int]:
-    """The service's worker processes: its children running services.executor.worker (their
+    """The service's worker processes: its children running codeprm.services.executor.worker (their
     own children, forked from them, share the command line)."""
     commands, parents = {}, {}
     for pid in executor.processes():
@@ -281,8 +281,8 @@ def _worker_pids(executor: ContainedExecutor) -> set[int]:
     return {
         pid
         for pid, command in commands.items()
-        if b"services.executor.worker" in command
-        and b"services.executor.worker" not in commands.get(parents.get(pid, 0), b"")
+        if b"codeprm.services.executor.worker" in command
+        and b"codeprm.services.executor.worker" not in commands.get(parents.get(pid, 0), b"")
     }
 
 

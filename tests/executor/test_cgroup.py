@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from services.executor import cgroup
-from services.executor.cgroup import MemoryCgroup
+from codeprm.services.executor import cgroup
+from codeprm.services.executor.cgroup import MemoryCgroup
 
 
 class Recorder:

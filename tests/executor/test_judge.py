@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from services.executor import wire
-from services.executor.runner import Candidate, JudgeState, judge
+from codeprm.services.executor import wire
+from codeprm.services.executor.runner import Candidate, JudgeState, judge
 from tests.executor.malformed import MALFORMED_CALL_REPLIES
 
 LIMIT = 1 << 20

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.executor.evaluation import Executor, ExecutorMetrics
-from services.executor.pool import Pool
-from services.executor.settings import ExecutorSettings
+from codeprm.services.executor.evaluation import Executor, ExecutorMetrics
+from codeprm.services.executor.pool import Pool
+from codeprm.services.executor.settings import ExecutorSettings
 
 pytestmark = pytest.mark.slow
 

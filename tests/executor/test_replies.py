@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.executor import replies, wire
+from codeprm.services.executor import replies, wire
 from tests.executor.malformed import MALFORMED_CALL_REPLIES
 
 plain = st.recursive(

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.executor import replies, wire
+from codeprm.services.executor import replies, wire
 from tests.contained import ContainedExecutor, require_isolation
 from tests.executor import test_judge
 from tests.executor.malformed import MALFORMED_CALL_REPLIES

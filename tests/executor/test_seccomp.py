@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import pytest
 
-from services.executor import linux, seccomp
-from services.executor.seccomp import Instruction
+from codeprm.services.executor import linux, seccomp
+from codeprm.services.executor.seccomp import Instruction
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="seccomp is Linux's")
 

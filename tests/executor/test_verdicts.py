@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from services.executor.verdicts import compare_stdout, tokens_equal, values_equal
+from codeprm.services.executor.verdicts import compare_stdout, tokens_equal, values_equal
 
 TOL = 1e-6
 

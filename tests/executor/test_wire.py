@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from services.executor import wire
+from codeprm.services.executor import wire
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from codeprm.api.labels import LabeledSample
 from codeprm.stack import free_port, wait_ready
-from contracts.labels import LabeledSample
 
 
 class LabelerProcesses:

@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from codeprm.datasets import load_problems
+from codeprm.services.trainer.ppo import train_ppo
+from codeprm.services.trainer.reward_client import Judgement, RewardClient, RewardUnavailable
+from codeprm.services.trainer.rollout import Rollout
 from codeprm.tiny import build_tiny_policy
-from contracts.datasets import load_problems
-from services.trainer.judge import Judgement, RewardUnavailable, ServiceJudge
-from services.trainer.ppo import train_ppo
-from services.trainer.rollout import Rollout
 from tests.contained import ContainedExecutor, require_isolation
 from tests.faults.proxy import FaultyProxy, Mode
 from tests.faults.test_labeler_faults import seeded
@@ -125,7 +125,7 @@ class FaultyJudge:
     """The real service judge; at one random step a random fault starts at a random moment
     of the step's calls, on the executor's or the PRM server's proxy."""
 
-    inner: ServiceJudge
+    inner: RewardClient
     proxies: dict[str, FaultyProxy]
     fault_step: int
     fault: tuple[str, Mode]
@@ -180,7 +180,7 @@ def test_the_judge_answers_every_fault_with_a_verdict_or_a_clear_error(
         FaultyProxy(port_of(prm_server), delay_s=0.3) as prm,
         FaultyProxy(contained_executor.port, delay_s=0.3) as executor,
     ):
-        judge = ServiceJudge(executor.url, prm.url, retries=1, timeout_s=5)
+        judge = RewardClient(executor.url, prm.url, retries=1, timeout_s=5)
         healthy = asyncio.run(judge.judge(rollouts))
         {"prm": prm, "executor": executor}[service].mode = mode
         started = time.monotonic()
@@ -213,7 +213,7 @@ def test_ppo_steps_with_a_reward_service_failing_at_a_random_point(
         cfg = config(policy, tiny_prm_dir, executor.url, prm.url, tmp_path / "run")
         cfg = cfg.model_copy(update={"steps": 2})
         judge = FaultyJudge(
-            ServiceJudge(executor.url, prm.url, retries=1, timeout_s=5),
+            RewardClient(executor.url, prm.url, retries=1, timeout_s=5),
             {"prm": prm, "executor": executor},
             fault_step=rng.randint(1, cfg.steps),
             fault=rng.choice(FAULTS),

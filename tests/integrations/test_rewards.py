@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from codeprm.api.executor import CaseResult, EvaluateResponse
+from codeprm.client import ServiceUnavailable
 from codeprm.integrations.rewards import (
     CodeRewards,
     RewardSettings,
@@ -15,8 +17,6 @@ from codeprm.integrations.rewards import (
     parse_tests,
 )
 from codeprm.stack import free_port
-from contracts.clients import ServiceUnavailable
-from contracts.executor import CaseResult, EvaluateResponse
 
 ADD = "def add(a, b):\n    return a + b\n"
 HUMANEVAL_ROW = {

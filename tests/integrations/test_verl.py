@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
+from codeprm.geometry import decode_with_ends
 from codeprm.integrations import verl
 from codeprm.integrations.rewards import CodeRewards, RewardSettings, Sample
 from codeprm.stack import free_port
-from contracts.dense import DenseReward
-from contracts.geometry import decode_with_ends
+from codeprm.token_rewards import DenseReward
 
 APPS_TRUTH = json.dumps({"inputs": ["2 3\n", "10 -4\n"], "outputs": ["5\n", "6\n"]})
 GOOD = "a, b = map(int, input().split())\nprint(a + b)\n"

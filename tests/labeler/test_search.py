@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from codeprm.api.labeler import BackendSpec, SearchOptions
+from codeprm.client import AsyncExecutorClient
+from codeprm.lines import split_lines
 from codeprm.scripted_llm import ScriptedLLM
-from contracts.clients import AsyncExecutorClient
-from contracts.labeler import BackendSpec, SearchOptions
-from contracts.lines import split_lines
-from services.labeler.binary_search import label_by_binary_search
-from services.labeler.completions import OpenAIBackend
-from services.labeler.labeling import Labeled
-from services.labeler.monte_carlo import label_by_monte_carlo
+from codeprm.services.labeler.binary_search import label_by_binary_search
+from codeprm.services.labeler.completions import OpenAIBackend
+from codeprm.services.labeler.labeling import Labeled
+from codeprm.services.labeler.monte_carlo import label_by_monte_carlo
 from tests.contained import ContainedExecutor, require_isolation
 from tests.labeler.constructed import BUGS, PROMPT, SOLUTION, bugged, oracle, problem
 

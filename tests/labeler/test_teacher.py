@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
+from codeprm.api.labeler import BackendSpec, MutationOptions
+from codeprm.client import AsyncExecutorClient
+from codeprm.datasets import Problem, humaneval
 from codeprm.scripted_llm import ScriptedLLM
-from contracts.clients import AsyncExecutorClient
-from contracts.datasets import Problem, humaneval
-from contracts.labeler import BackendSpec, MutationOptions
-from services.labeler.completions import OpenAIBackend
-from services.labeler.labeling import Labeled
-from services.labeler.mutation import label_by_mutation
-from services.labeler.teacher import load_prompt, parse_reply, render
+from codeprm.services.labeler.completions import OpenAIBackend
+from codeprm.services.labeler.labeling import Labeled
+from codeprm.services.labeler.mutation import label_by_mutation
+from codeprm.services.labeler.teacher import load_prompt, parse_reply, render
 from tests.contained import ContainedExecutor, require_isolation
 
 
@@ -111,7 +111,7 @@ def test_teacher_mutation_labels(executor_url: str) -> None:
 
 @pytest.mark.slow
 def test_prompt_files_can_be_replaced(executor_url: str, tmp_path: Path) -> None:
-    shutil.copytree(Path(str(resources.files("services.labeler.prompts"))), tmp_path / "p")
+    shutil.copytree(Path(str(resources.files("codeprm.services.labeler.prompts"))), tmp_path / "p")
     bug = tmp_path / "p" / "bug.md"
     bug.write_text("HOUSE STYLE 42\n" + bug.read_text())
     assert load_prompt("bug", tmp_path / "p").startswith("HOUSE STYLE 42")

@@ -8,8 +8,8 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry
 
-from contracts.errors import Overloaded, PayloadTooLarge
-from services.prm_server.batcher import BatchMetrics, DynamicBatcher
+from codeprm.services.prm_server.batcher import BatchMetrics, DynamicBatcher
+from codeprm.serving.errors import Overloaded, PayloadTooLarge
 
 
 class Recorder:

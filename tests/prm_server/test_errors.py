@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
+from codeprm.services.prm_server.app import create_app
+from codeprm.services.prm_server.settings import PrmSettings
 from codeprm.stack import free_port
-from services.prm_server.app import create_app
-from services.prm_server.settings import PrmSettings
 from tests.prm_server.test_server import exchange
 
 

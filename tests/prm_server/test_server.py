@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contracts.lines import split_lines
+from codeprm.lines import split_lines
 from tests.servers import start_prm_server as start
 
 pytestmark = pytest.mark.slow

@@ -17,12 +17,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from contracts.labels import LabeledSample
-from contracts.lines import split_lines
-from contracts.render import score_colour
-from services.prm_server.app import create_app
-from services.prm_server.settings import PrmSettings
-from services.trainer.prm_data import parse_row
+from codeprm.api.labels import LabeledSample
+from codeprm.lines import split_lines
+from codeprm.render import score_colour
+from codeprm.services.prm_server.app import create_app
+from codeprm.services.prm_server.settings import PrmSettings
+from codeprm.services.trainer.prm_data import parse_row
 from tests.servers import start_prm_server
 
 if TYPE_CHECKING:

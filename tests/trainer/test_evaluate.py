@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from contracts.datasets import Problem
-from services.trainer.evaluate import Sampled, pass_at_k, summarize
-from services.trainer.rollout import Rollout
+from codeprm.datasets import Problem
+from codeprm.services.trainer.evaluate import Sampled, pass_at_k, summarize
+from codeprm.services.trainer.rollout import Rollout
 
 
 def problem(pid: str, lines: int) -> Problem:

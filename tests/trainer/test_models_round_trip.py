@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from codeprm.services.trainer.sft import SftConfig, train_sft
 from codeprm.tiny import build_tiny_policy, build_tiny_prm, build_tokenizer
-from services.trainer.sft import SftConfig, train_sft
 
 TEXTS = [
     'def f(ys):\n    """Add 3 to each."""\n    ys = [y + 3 for y in ys]\n    return sum(ys)\n',
@@ -59,8 +59,8 @@ def test_an_sft_policy_reloads_its_tokenizer(tmp_path: Path) -> None:
         )
     )
     # Rebuilt from the same corpus, the tokenizer is the one the model was trained with.
+    from codeprm.datasets import load_problems
     from codeprm.tiny import code_corpus
-    from contracts.datasets import load_problems
 
     problems = load_problems("listfuncs-test")[:20]
     corpus = [p.prompt + (p.solution or "") for p in problems] + code_corpus()[:6]

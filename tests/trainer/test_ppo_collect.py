@@ -12,14 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from codeprm.api.labeler import BackendSpec
+from codeprm.datasets import humaneval
+from codeprm.services.trainer.ppo import _collect
+from codeprm.services.trainer.ppo_config import CollectConfig, PpoConfig
+from codeprm.services.trainer.reward_client import Judgement, Verdict
+from codeprm.services.trainer.rollout import Rollout
 from codeprm.stack import free_port, wait_ready
 from codeprm.tiny import build_tiny_policy
-from contracts.datasets import humaneval
-from contracts.labeler import BackendSpec
-from services.trainer.judge import Judgement, Verdict
-from services.trainer.ppo import _collect
-from services.trainer.ppo_config import CollectConfig, PpoConfig
-from services.trainer.rollout import Rollout
 from tests.contained import ContainedExecutor, require_isolation
 from tests.labeler.test_runs import codeprm, labeler_env
 

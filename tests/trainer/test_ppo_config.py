@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.trainer.ppo_config import load_config
+from codeprm.services.trainer.ppo_config import load_config
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "ppo.yaml"
 

@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
+from codeprm.api.prm import LineScore
+from codeprm.datasets import Problem
+from codeprm.geometry import decode_with_ends
+from codeprm.lines import split_lines
+from codeprm.services.trainer import ppo_core
+from codeprm.services.trainer.rollout import Sampling, cut_response
 from codeprm.tiny import build_tokenizer
-from contracts.datasets import Problem
-from contracts.dense import DenseReward, outcome_reward, reshape_scores, token_rewards
-from contracts.geometry import decode_with_ends
-from contracts.lines import split_lines
-from contracts.prm import LineScore
-from services.trainer import ppo_core
-from services.trainer.rollout import Sampling, cut_response
+from codeprm.token_rewards import DenseReward, outcome_reward, reshape_scores, token_rewards
 
 
 def reference_gae(
@@ -111,7 +111,7 @@ def tokenizer():  # type: ignore[no-untyped-def]
 def gpt2_style():  # type: ignore[no-untyped-def]
     """GPT-2's byte-level pre-tokenizer: a newline and the indentation after it merge into
     one token, the hard case for placing a reward at a line's last token."""
-    from tests.contracts.test_geometry import byte_level
+    from tests.library.test_geometry import byte_level
 
     return byte_level()
 
@@ -168,7 +168,7 @@ def test_decode_ends_match_prefix_decodes(tokenizer) -> None:  # type: ignore[no
 
 
 def test_discounted_returns_sum_the_future_rewards_of_each_row() -> None:
-    from services.trainer.ppo_core import discounted_returns
+    from codeprm.services.trainer.ppo_core import discounted_returns
 
     rewards = torch.tensor([[0.0, 0.0, 1.0], [0.5, -1.0, 9.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
@@ -181,8 +181,8 @@ def test_calibrating_the_head_fits_the_returns_and_keeps_the_ranking(
 ) -> None:
     from transformers import AutoModelForTokenClassification
 
+    from codeprm.services.trainer.ppo import _explained_variance, calibrate_head
     from codeprm.tiny import tiny_config
-    from services.trainer.ppo import _explained_variance, calibrate_head
 
     torch.manual_seed(0)
     critic = AutoModelForTokenClassification.from_config(

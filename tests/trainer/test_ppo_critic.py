@@ -17,12 +17,12 @@ import pytest
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from codeprm.api.prm import METADATA_FILE
+from codeprm.listfuncs import problems as listfuncs_problems
+from codeprm.services.trainer.ppo import _values, build_batch, load_models, minibatches
+from codeprm.services.trainer.ppo_config import PpoConfig
+from codeprm.services.trainer.rollout import Sampling, cut_response
 from codeprm.tiny import build_tiny_policy, build_tiny_prm
-from contracts.listfuncs import problems as listfuncs_problems
-from contracts.prm import METADATA_FILE
-from services.trainer.ppo import _values, build_batch, load_models, minibatches
-from services.trainer.ppo_config import PpoConfig
-from services.trainer.rollout import Sampling, cut_response
 from tests.servers import start_prm_server
 
 

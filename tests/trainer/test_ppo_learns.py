@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from codeprm.services.trainer.ppo import train_ppo
+from codeprm.services.trainer.ppo_config import PpoConfig
+from codeprm.services.trainer.reward_client import Judgement, Verdict
+from codeprm.services.trainer.rollout import Rollout
 from codeprm.tiny import build_tiny_policy
-from services.trainer.judge import Judgement, Verdict
-from services.trainer.ppo import train_ppo
-from services.trainer.ppo_config import PpoConfig
-from services.trainer.rollout import Rollout
 
 pytestmark = pytest.mark.slow
 

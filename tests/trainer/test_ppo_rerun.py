@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from codeprm.services.trainer.ppo import train_ppo
+from codeprm.services.trainer.ppo_config import PpoConfig
 from codeprm.tiny import build_tiny_policy
-from services.trainer.ppo import train_ppo
-from services.trainer.ppo_config import PpoConfig
 from tests.trainer.test_ppo_learns import TokenFractionJudge
 
 pytestmark = pytest.mark.slow

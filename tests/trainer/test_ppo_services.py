@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from codeprm.services.trainer.ppo import train_ppo
+from codeprm.services.trainer.ppo_config import PpoConfig
+from codeprm.services.trainer.reward_client import Judgement, RewardClient, RewardUnavailable
+from codeprm.services.trainer.rollout import Rollout
 from codeprm.tiny import build_tiny_policy, build_tiny_prm
-from services.trainer.judge import Judgement, RewardUnavailable, ServiceJudge
-from services.trainer.ppo import train_ppo
-from services.trainer.ppo_config import PpoConfig
-from services.trainer.rollout import Rollout
 from tests.contained import ContainedExecutor, require_isolation
 from tests.servers import start_prm_server
 
@@ -76,7 +76,7 @@ def test_ppo_steps_with_executor_and_prm_rewards(
 class KillsPrmOnSecondStep:
     """The real service judge; before the second step's calls, the PRM server is stopped."""
 
-    inner: ServiceJudge
+    inner: RewardClient
     prm: object
     calls: int = 0
 
@@ -95,7 +95,7 @@ def test_a_service_going_down_fails_the_step_and_the_run_resumes(
     policy, prm = models
     proc, prm_url = start_prm_server(prm)
     cfg = config(policy, prm, contained_executor.url, prm_url, tmp_path / "run")
-    judge = KillsPrmOnSecondStep(ServiceJudge(cfg.executor_url, cfg.prm_url, retries=1), proc)
+    judge = KillsPrmOnSecondStep(RewardClient(cfg.executor_url, cfg.prm_url, retries=1), proc)
     try:
         with pytest.raises(RewardUnavailable, match="PRM server"):
             train_ppo(cfg, judge=judge)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from services.trainer.prm_batches import epoch_steps, split_step
+from codeprm.services.trainer.prm_batches import epoch_steps, split_step
 
 
 def padding(steps: list[list[int]], lengths: list[int]) -> float:

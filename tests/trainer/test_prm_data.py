@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from contracts.lines import split_lines
-from services.trainer.prm_data import PrmDataError, parse_row, read_examples, split_by_problem
+from codeprm.lines import split_lines
+from codeprm.services.trainer.prm_data import (
+    PrmDataError,
+    parse_row,
+    read_examples,
+    split_by_problem,
+)
 from tests.trainer.synthetic import synthetic_rows, write_rows
 
 

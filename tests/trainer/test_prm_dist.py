@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import services.trainer.prm_train as prm_train
+import codeprm.services.trainer.prm_train as prm_train
+from codeprm.api.prm import ScoreItem
+from codeprm.prm_model import encode, forward, load_prm
+from codeprm.services.trainer.prm_data import read_examples, split_by_problem
+from codeprm.services.trainer.prm_train import TrainPrmConfig, train_prm
 from codeprm.tiny import build_tiny_policy
-from contracts.prm import ScoreItem
-from contracts.prm_model import encode, forward, load_prm
-from services.trainer.prm_data import read_examples, split_by_problem
-from services.trainer.prm_train import TrainPrmConfig, train_prm
 from tests.servers import start_prm_server
 from tests.trainer.synthetic import synthetic_rows, write_rows
 

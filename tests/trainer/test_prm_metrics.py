@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from services.trainer.prm_metrics import auc, evaluate
+from codeprm.services.trainer.prm_metrics import auc, evaluate
 
 
 def brute_auc(pairs: list[tuple[float, bool]]) -> float:

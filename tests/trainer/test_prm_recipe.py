@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.trainer.prm_data import PrmExample, drop_after_first_error, parse_row
-from services.trainer.prm_metrics import on_policy
+from codeprm.services.trainer.prm_data import PrmExample, drop_after_first_error, parse_row
+from codeprm.services.trainer.prm_metrics import on_policy
 
 
 def test_on_policy_auc_ranks_programs_by_their_lowest_line() -> None:

@@ -25,9 +25,9 @@ from openrlhf.utils.agent import SingleTurnAgentExecutor  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 import codeprm.integrations.openrlhf as plugin  # noqa: E402
+from codeprm.client import PrmClient  # noqa: E402
 from codeprm.integrations.rewards import RewardSettings  # noqa: E402
 from codeprm.stack import free_port  # noqa: E402
-from contracts.clients import PrmClient  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

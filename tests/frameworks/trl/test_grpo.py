@@ -18,10 +18,10 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
+from codeprm.datasets import humaneval  # noqa: E402
 from codeprm.integrations.trl import reward_function  # noqa: E402
 from codeprm.stack import free_port  # noqa: E402
 from codeprm.tiny import build_tiny_policy  # noqa: E402
-from contracts.datasets import humaneval  # noqa: E402
 from tests.contained import ContainedExecutor, require_isolation  # noqa: E402
 
 pytestmark = pytest.mark.slow

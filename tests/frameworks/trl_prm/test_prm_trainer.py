@@ -19,12 +19,12 @@ pytest.importorskip("trl.experimental.prm", reason="PRMTrainer left TRL in 1.14"
 
 import torch  # noqa: E402
 
+from codeprm.api.labeler import MutationOptions  # noqa: E402
+from codeprm.api.prm import ScoreItem  # noqa: E402
+from codeprm.client import AsyncExecutorClient, PrmClient  # noqa: E402
+from codeprm.datasets import humaneval  # noqa: E402
+from codeprm.services.labeler.mutation import label_by_mutation  # noqa: E402
 from codeprm.tiny import build_tokenizer, tiny_config  # noqa: E402
-from contracts.clients import AsyncExecutorClient, PrmClient  # noqa: E402
-from contracts.datasets import humaneval  # noqa: E402
-from contracts.labeler import MutationOptions  # noqa: E402
-from contracts.prm import ScoreItem  # noqa: E402
-from services.labeler.mutation import label_by_mutation  # noqa: E402
 from tests.contained import ContainedExecutor, require_isolation  # noqa: E402
 from tests.servers import start_prm_server  # noqa: E402
 

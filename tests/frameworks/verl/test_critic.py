@@ -25,6 +25,9 @@ from transformers import AutoConfig, AutoModelForTokenClassification  # noqa: E4
 from verl.utils.model import load_valuehead_model  # noqa: E402
 from verl.workers.utils.padding import no_padding_2_padding  # noqa: E402
 
+from codeprm.api.prm import ScoreItem  # noqa: E402
+from codeprm.client import PrmClient  # noqa: E402
+from codeprm.geometry import encode_lines  # noqa: E402
 from codeprm.integrations.verl_critic import (  # noqa: E402
     NotACriticError,
     check_critic,
@@ -32,9 +35,6 @@ from codeprm.integrations.verl_critic import (  # noqa: E402
     main,
 )
 from codeprm.tiny import build_tokenizer, tiny_config  # noqa: E402
-from contracts.clients import PrmClient  # noqa: E402
-from contracts.geometry import encode_lines  # noqa: E402
-from contracts.prm import ScoreItem  # noqa: E402
 from tests.servers import start_prm_server  # noqa: E402
 
 pytestmark = pytest.mark.slow

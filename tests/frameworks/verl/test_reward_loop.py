@@ -37,13 +37,13 @@ from verl.utils.import_utils import load_class_from_fqn  # noqa: E402
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402
 
 import codeprm.integrations.verl as plugin  # noqa: E402
+from codeprm.api.prm import ScoreItem  # noqa: E402
+from codeprm.client import PrmClient  # noqa: E402
+from codeprm.extract import code_span  # noqa: E402
+from codeprm.geometry import decode_with_ends  # noqa: E402
 from codeprm.integrations.rewards import RewardSettings  # noqa: E402
 from codeprm.stack import free_port  # noqa: E402
 from codeprm.tiny import build_tiny_policy  # noqa: E402
-from contracts.clients import PrmClient  # noqa: E402
-from contracts.extract import code_span  # noqa: E402
-from contracts.geometry import decode_with_ends  # noqa: E402
-from contracts.prm import ScoreItem  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,0 @@
-"""Everything the services share: wire schemas, HTTP clients, settings base, logging, health.
-
-Services import `contracts`, never each other.
-"""

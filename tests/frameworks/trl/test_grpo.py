@@ -23,6 +23,7 @@ from codeprm.integrations.trl import reward_function  # noqa: E402
 from codeprm.stack import free_port  # noqa: E402
 from codeprm.tiny import build_tiny_policy  # noqa: E402
 from tests.contained import ContainedExecutor, require_isolation  # noqa: E402
+from tests.frameworks.doc_examples import example, run, swap  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +99,23 @@ def test_unreachable_executor_gives_no_reward(
     assert calls and all(r is None for c in calls for r in c["rewards"])
     # TRL trained on: no sample was scored, so none moved the policy as a "wrong" program.
     assert trainer.state.global_step == 2
+
+
+def test_the_grpo_example_in_the_docs_runs_on_cpu(
+    contained_executor: ContainedExecutor,
+    policy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/integrations.md's GRPO example as written, on this CPU, with a local policy for
+    the hub model and one step instead of three epochs."""
+    require_isolation(contained_executor)
+    monkeypatch.setenv("CODEPRM_REWARD_EXECUTOR_URL", contained_executor.url)
+    monkeypatch.chdir(tmp_path)
+    code = example("GRPOTrainer(")
+    code = swap(code, '"Qwen/Qwen2.5-Coder-0.5B-Instruct"', repr(str(policy)))
+    code = swap(code, "max_completion_length=64,", "max_completion_length=64, max_steps=1,")
+    trainer = run(code)["trainer"]
+    assert isinstance(trainer, GRPOTrainer)
+    assert trainer.state.global_step == 1
+    assert [row["reward"] for row in trainer.state.log_history if "reward" in row] == [0.0]

@@ -26,6 +26,7 @@ from codeprm.datasets import humaneval  # noqa: E402
 from codeprm.services.labeler.mutation import label_by_mutation  # noqa: E402
 from codeprm.tiny import build_tokenizer, tiny_config  # noqa: E402
 from tests.contained import ContainedExecutor, require_isolation  # noqa: E402
+from tests.frameworks.doc_examples import example, run, swap  # noqa: E402
 from tests.servers import start_prm_server  # noqa: E402
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -45,6 +46,19 @@ async def labeler_export(executor_url: str, path: Path) -> Path:
     return path
 
 
+def two_label_base(path: Path) -> Path:
+    """A tiny two-label token classifier saved as a checkpoint, TRL's PRM layout."""
+    from transformers import AutoModelForTokenClassification
+
+    built = build_tokenizer()
+    torch.manual_seed(0)
+    AutoModelForTokenClassification.from_config(tiny_config(built, num_labels=2)).save_pretrained(
+        path
+    )
+    built.save_pretrained(path)
+    return path
+
+
 async def test_prm_trainer_on_our_export_then_served_by_us(
     contained_executor: ContainedExecutor, tmp_path: Path
 ) -> None:
@@ -59,13 +73,7 @@ async def test_prm_trainer_on_our_export_then_served_by_us(
     assert any(not all(row["labels"]) for row in dataset)  # mutants give negative steps
 
     # A base checkpoint on disk, loaded back the way a user's would be.
-    base = tmp_path / "base"
-    built = build_tokenizer()
-    torch.manual_seed(0)
-    AutoModelForTokenClassification.from_config(tiny_config(built, num_labels=2)).save_pretrained(
-        base
-    )
-    built.save_pretrained(base)
+    base = two_label_base(tmp_path / "base")
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForTokenClassification.from_pretrained(base)
     args = PRMConfig(
@@ -119,3 +127,21 @@ async def test_prm_trainer_on_our_export_then_served_by_us(
     served = [result.line_scores[end - 1].score for end in ends]
     assert len(served) == len(expected)
     assert served == pytest.approx(expected, abs=1e-4)
+
+
+async def test_the_prm_trainer_example_in_the_docs_runs_on_cpu(
+    contained_executor: ContainedExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/integrations.md's PRMTrainer example as written, on this CPU, on a real export in
+    the working directory, with a local base model for the hub one and two steps."""
+
+    require_isolation(contained_executor)
+    await labeler_export(contained_executor.url, tmp_path / "labels.jsonl")
+    base = two_label_base(tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    code = example("PRMTrainer(")
+    code = swap(code, '"Qwen/Qwen2.5-Coder-0.5B"', repr(str(base)))
+    code = swap(code, 'output_dir="trl-prm",', 'output_dir="trl-prm", max_steps=2,')
+    namespace = run(code)
+    assert isinstance(namespace["model"], torch.nn.Module)
+    assert (tmp_path / "trl-prm" / "checkpoint-2").is_dir()

@@ -1,6 +1,7 @@
-"""`codeprm train prm` under torchrun on two CPU processes (gloo): DDP and FSDP reach the
-weights one process reaches on the same global batch, a checkpoint resumes on another number
-of processes, and what FSDP saves is what the PRM server serves."""
+"""`codeprm train prm` on two CPU processes (gloo), launched by torchrun or by `accelerate
+launch`: DDP and FSDP reach the weights one process reaches on the same global batch, a
+checkpoint resumes on another number of processes, and what FSDP saves is what the PRM server
+serves."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from codeprm.api.prm import ScoreItem
 from codeprm.prm_model import encode, forward, load_prm
 from codeprm.services.trainer.prm_data import read_examples, split_by_problem
 from codeprm.services.trainer.prm_train import TrainPrmConfig, train_prm
+from codeprm.stack import free_port
 from codeprm.tiny import build_tiny_policy
 from tests.servers import start_prm_server
 from tests.trainer.synthetic import synthetic_rows, write_rows
@@ -55,12 +57,25 @@ def config(data: Path, base: Path, out: Path, **overrides: object) -> TrainPrmCo
     return TrainPrmConfig.model_validate(fields | overrides)
 
 
-def torchrun(data: Path, base: Path, out: Path, *flags: str) -> None:
+def launcher_argv(launcher: str) -> list[str]:
+    """Two launchers a user may start `codeprm train prm` with; both start 2 processes with
+    the same RANK / WORLD_SIZE / MASTER_ADDR environment. Accelerate runs several CPU
+    processes only through --multi_gpu (its --cpu mode is one process), gloo on a CPU."""
+    if launcher == "torchrun":
+        return ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    return [
+        "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
+        "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no",
+        f"--main_process_port={free_port()}",
+    ]  # fmt: skip
+
+
+def launch(data: Path, base: Path, out: Path, *flags: str, launcher: str = "torchrun") -> None:
     """`codeprm train prm` on 2 CPU processes, exactly as a user launches it."""
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in FLAGS.items()]
     done = subprocess.run(
         [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+            sys.executable, *launcher_argv(launcher),
             "-m", "codeprm", "train", "prm", "--data", str(data), "--base-model", str(base),
             "--out", str(out), *argv, *flags,
         ],
@@ -88,11 +103,12 @@ def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
 HELD_OUT = ("eval_line_accuracy", "eval_auc", "eval_first_error_accuracy")
 
 
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_ddp_on_two_processes_reaches_the_weights_of_one(
-    one_process: Path, base_model: Path, data: Path, tmp_path: Path
+    launcher: str, one_process: Path, base_model: Path, data: Path, tmp_path: Path
 ) -> None:
     two = tmp_path / "two"
-    torchrun(data, base_model, two, "--grad-accum=1", "--parallel=ddp")
+    launch(data, base_model, two, "--grad-accum=1", "--parallel=ddp", launcher=launcher)
     assert_same_weights(one_process, two)
     ref, got = rows(one_process), rows(two)
     assert [r["step"] for r in got] == [r["step"] for r in ref] == list(range(11))
@@ -128,7 +144,7 @@ def test_fsdp_resumes_a_one_process_checkpoint_and_the_server_serves_what_it_sav
     with pytest.raises(ValueError, match="--grad-accum 2"):
         train_prm(config(data, base_model, out, grad_accum=1))
     # ... and 2 FSDP processes finish the run: the weights of the uninterrupted one.
-    torchrun(data, base_model, out, "--grad-accum=1", "--parallel=fsdp", "--save-every=2")
+    launch(data, base_model, out, "--grad-accum=1", "--parallel=fsdp", "--save-every=2")
     assert_same_weights(one_process, out)
     assert [r["step"] for r in rows(out)] == list(range(11))
     assert rows(out)[-1]["eval_line_accuracy"] == rows(one_process)[-1]["eval_line_accuracy"]

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,11 +164,20 @@ def train_sft(config: SftConfig, *, progress: bool = False) -> Path:
             history.append(row)
             append_row(config.out / METRICS, row)
             bar.update(task, advance=1, status=f"loss {row['loss']:.3f}")
-    model.save_pretrained(config.out)
-    tokenizer.save_pretrained(config.out)
     atomic_write_text(config.out / "sft_config.json", config.model_dump_json(indent=2))
     plot_curves(history, config.out / "curves.png", [("train loss", ["loss"])])
+    _save_policy(model, tokenizer, config.out)
     return config.out
+
+
+def _save_policy(model: Any, tokenizer: Any, out: Path) -> None:
+    """Saved in a staging folder inside `out`, then moved in with config.json last: its
+    presence marks a finished policy, so a crash mid-save never leaves one that looks whole."""
+    with tempfile.TemporaryDirectory(dir=out, prefix=".policy.") as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        for name in sorted(os.listdir(staging), key=lambda name: name == "config.json"):
+            os.replace(Path(staging, name), out / name)
 
 
 def _start(config: SftConfig, problems: list[Problem]) -> tuple[Any, Any]:

@@ -78,3 +78,28 @@ def test_fresh_sft_programs_come_from_the_listfuncs_training_split_only(tmp_path
     config = SftConfig(out=tmp_path / "policy", dataset="listfuncs-test", fresh=0.5, steps=1)
     with pytest.raises(ValueError, match="`listfuncs` training split only"):
         train_sft(config)
+
+
+def test_an_sft_run_that_dies_while_saving_leaves_no_policy_that_looks_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.json marks a finished policy (a rerun refuses it): it must not be there unless
+    the weights and the tokenizer are."""
+    from transformers import PreTrainedTokenizerBase
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", disk_full)
+    out = tmp_path / "policy"
+    config = SftConfig(
+        out=out, dataset="listfuncs-test", limit_problems=4, vocab_size=400, hidden=16,
+        layers=1, heads=2, steps=1, batch_size=2, device="cpu",
+    )  # fmt: skip
+    with pytest.raises(OSError, match="No space left"):
+        train_sft(config)
+    assert not (out / "config.json").exists()
+    assert not list(out.glob(".policy.*"))  # the staging folder is gone too
+    monkeypatch.undo()
+    assert train_sft(config) == out  # and the rerun finishes it
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}

@@ -6,10 +6,12 @@ lines joined, quoted strings across lines kept whole, heredoc bodies skipped, `$
 command no rule covers fails `test_every_doc_command_has_a_check`:
 
 * RUN: executed by a test in this file, as written or in a quick form that test names (the
-  README's "Try it" and labeling blocks, docs/prm.md's serving block);
-* CLI: a `codeprm` command that is itself the long thing (training, the demo, `up` until
-  Ctrl-C) or needs what a test machine lacks (a vLLM server, a 1.5B checkpoint): the real CLI's
-  own parser reads it, so every sub-command, option and value the docs name exists and types;
+  README's "Try it" and labeling blocks, docs/prm.md's serving block), or by the test named
+  in RUN_ELSEWHERE (`bash bench/gpu.sh`, at tiny scale);
+* CLI: a `codeprm` command (also one that `torchrun` or `accelerate launch` starts) that is
+  itself the long thing (training, the demo, `up` until Ctrl-C) or needs what a test machine
+  lacks (a vLLM server, a 1.5B checkpoint, GPUs): the real CLI's own parser reads it, so every
+  sub-command, option and value the docs name exists and types;
 * HELP: a script or module of this repository (bench/, codeprm.integrations): its --help must
   list every option the docs pass it;
 * MAKE: a `make` target, which must exist in the Makefile;
@@ -48,6 +50,9 @@ PLUMBING = {
     "export", "for", "do", "done", "until", "sleep", "kill", "echo", "grep", "source",
 }  # fmt: skip
 CLUSTER = {"kubectl", "docker", "install", "openssl"}
+DISTRIBUTED_LAUNCHERS = {"torchrun", "accelerate"}
+# Shell scripts of this repository that a test runs (at tiny scale): tests/bench/test_gpu_sh.py.
+RUN_ELSEWHERE = {("bash", "bench/gpu.sh")}
 FRAMEWORK_LAUNCHERS = ("openrlhf.", "verl.")
 
 
@@ -141,9 +146,19 @@ def doc_commands() -> list[Command]:
             for words in simple_commands(line):
                 while words and re.fullmatch(r"\w+=.*", words[0]):  # VAR=value before it
                     words = words[1:]
+                words = without_launcher(words)
                 if words:
                     commands.append(Command(block, words))
     return commands
+
+
+def without_launcher(words: list[str]) -> list[str]:
+    """`torchrun ... -m codeprm train prm ...` is checked as the `codeprm ...` it launches."""
+    if words and words[0] in DISTRIBUTED_LAUNCHERS and "-m" in words:
+        at = words.index("-m")
+        if words[at + 1 : at + 2] == ["codeprm"]:
+            return ["codeprm", *words[at + 2 :]]
+    return words
 
 
 # -- how each command is checked --------------------------------------------------------------
@@ -188,6 +203,8 @@ def check_of(command: Command) -> str:
     if head == ".venv/bin/pytest" or head in CLUSTER or head in PLUMBING:
         return "ELSEWHERE"
     if head == "curl" and in_run_block(command.block):
+        return "RUN"
+    if tuple(words) in RUN_ELSEWHERE:
         return "RUN"
     return "UNCHECKED"
 

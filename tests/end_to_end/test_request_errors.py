@@ -5,8 +5,6 @@ below is fuzzed by putting each bad value at each of its leaves in turn."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from codeprm.stack import free_port, wait_ready
 from tests.bodies import fuzzed
 from tests.contained import ContainedExecutor
 from tests.labeler.test_runs import labeler_env
-from tests.servers import start_prm_server
+from tests.servers import running_labeler_api, start_prm_server
 
 pytestmark = pytest.mark.slow
 
@@ -121,17 +118,8 @@ def test_prm_server(prm_server: str, path: str) -> None:
 
 
 def test_labeler(contained_executor: ContainedExecutor, redis_namespace: str) -> None:
-    port = free_port()
     env = labeler_env(redis_namespace, contained_executor.url)
-    api = subprocess.Popen(
-        [sys.executable, "-m", "codeprm", "label", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_ready(url, timeout_s=60), "labeler API not ready"
+    with running_labeler_api(env) as url:
         body = {
             "strategy": "mutation",
             "dataset": "humaneval",
@@ -139,6 +127,3 @@ def test_labeler(contained_executor: ContainedExecutor, redis_namespace: str) ->
             "mutation": {"variants_per_line": 1, "timeout_s": 5.0},
         }
         assert_all_refused(url, "/v1/label/runs", body)
-    finally:
-        api.terminate()
-        api.wait(30)

@@ -23,10 +23,11 @@ from codeprm.services.labeler.labeling import Labeled
 from codeprm.services.labeler.queue import open_store
 from codeprm.services.labeler.runs import unit_key
 from codeprm.services.labeler.settings import LabelerSettings
-from codeprm.stack import free_port, wait_ready
+from codeprm.stack import free_port
 from tests.conftest import REDIS_URL
 from tests.contained import ContainedExecutor, require_isolation
 from tests.labeler.constructed import SOLUTION, bugged, oracle, problem
+from tests.servers import running_labeler_api
 
 pytestmark = pytest.mark.slow
 
@@ -46,21 +47,10 @@ def labeler_env(namespace: str, executor_url: str, **extra: str) -> dict[str, st
 def labeler_api(redis_namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The labeler API of the test's namespace: `codeprm label submit/status/export/list` go
     through it (CODEPRM_LABELER_URL, which `labeler_env` passes on)."""
-    port = free_port()
-    api = subprocess.Popen(
-        [sys.executable, "-m", "codeprm", "label", "serve", "--port", str(port)],
-        env=labeler_env(redis_namespace, "http://127.0.0.1:9", CODEPRM_LABELER_STALL_WARNING_S="2"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_ready(url, timeout_s=60), "labeler API not ready"
+    env = labeler_env(redis_namespace, "http://127.0.0.1:9", CODEPRM_LABELER_STALL_WARNING_S="2")
+    with running_labeler_api(env) as url:
         monkeypatch.setenv("CODEPRM_LABELER_URL", url)
         yield url
-    finally:
-        api.terminate()
-        api.wait(30)
 
 
 def codeprm(*args: str, env: dict[str, str], timeout: float = 300) -> str:
@@ -241,17 +231,8 @@ def test_http_api_and_clear_errors(
     contained_executor: ContainedExecutor, redis_namespace: str, tmp_path: Path
 ) -> None:
     require_isolation(contained_executor)
-    port = free_port()
     env = labeler_env(redis_namespace, contained_executor.url)
-    api = subprocess.Popen(
-        [sys.executable, "-m", "codeprm", "label", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_ready(url, timeout_s=30), "labeler API not ready"
+    with running_labeler_api(env, timeout_s=30) as url:
         bad = httpx.post(
             f"{url}/v1/label/runs", json={"strategy": "mutation", "dataset": "/nope.jsonl"}
         )
@@ -283,9 +264,6 @@ def test_http_api_and_clear_errors(
         rows = exported.text.splitlines()
         assert len(rows) == info["samples"]
         assert LabeledSample.model_validate_json(rows[0]).problem_id == "HumanEval/0"
-    finally:
-        api.terminate()
-        api.wait(10)
 
 
 def test_unreachable_executor_is_recorded_not_stuck(redis_namespace: str) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,10 +16,11 @@ from codeprm.services.trainer.ppo import _collect
 from codeprm.services.trainer.ppo_config import CollectConfig, PpoConfig
 from codeprm.services.trainer.reward_client import Judgement, Verdict
 from codeprm.services.trainer.rollout import Rollout
-from codeprm.stack import free_port, wait_ready
+from codeprm.stack import free_port
 from codeprm.tiny import build_tiny_policy
 from tests.contained import ContainedExecutor, require_isolation
 from tests.labeler.test_runs import codeprm, labeler_env
+from tests.servers import running_labeler_api
 
 pytestmark = pytest.mark.slow
 
@@ -54,22 +53,12 @@ def test_failing_rollouts_are_submitted_and_labeled(
         ),
     )
     config.out.mkdir()
-    api = subprocess.Popen(
-        [sys.executable, "-m", "codeprm", "label", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_ready(f"http://127.0.0.1:{port}", timeout_s=30)
+    with running_labeler_api(env, port=port, timeout_s=30):
         asyncio.run(_collect(config, 5, rollouts, Judgement(verdicts, 0.0, 0.0)))
         submitted = json.loads((config.out / "collect.jsonl").read_text())
         rows = [json.loads(r) for r in Path(submitted["problems"]).read_text().splitlines()]
         assert [r["candidates"] for r in rows] == [["    x = 1\n    return None\n"]] * 2
         codeprm("label", "worker", "--burst", env=env, timeout=600)
         info = httpx.get(f"http://127.0.0.1:{port}/v1/label/runs/{submitted['run_id']}").json()
-    finally:
-        api.terminate()
-        api.wait(30)
     assert info["strategy"] == "binary_search" and info["total"] == 2
     assert info["done"] == 2 and info["samples"] == 2, info

@@ -65,7 +65,7 @@ class SftConfig(BaseModel):
         ge=0,
         le=1,
         description="listfuncs only: the share of each batch drawn afresh from the family's "
-        "generator (new step sequences and constants, never a held-out prompt) instead of "
+        "generator (new step sequences, never a held-out prompt) instead of "
         "from the dataset's problems.",
     )
     seed: int = 0
@@ -200,9 +200,8 @@ def _batches(
 ) -> Callable[[], list[tuple[str, str]]]:
     """A function drawing one batch of (prompt, solution) pairs.
 
-    The dataset's 1000 listfuncs problems are too few for a small model to learn to copy
-    each step's constant from the docstring (it learns the steps and guesses the numbers:
-    docs/results.md); `fresh` > 0 mixes in new programs of the family, as many as it takes."""
+    `fresh` > 0 mixes in new programs of the family (listfuncs only), so a long run sees more
+    step sequences than the dataset's 1000 problems hold."""
     if config.fresh and config.dataset != "listfuncs":
         raise ValueError("fresh programs are drawn for the `listfuncs` training split only")
     held_out = frozenset(p.prompt for p in listfuncs.problems("test")) if config.fresh else None

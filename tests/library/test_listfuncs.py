@@ -55,6 +55,8 @@ def test_splits_are_disjoint_by_problem_and_span_lengths() -> None:
     train = listfuncs.problems("train", count=120)
     test = listfuncs.problems("test", count=20)
     assert not {p.problem_id for p in train} & {p.problem_id for p in test}
+    assert not {p.prompt for p in train} & {p.prompt for p in test}
+    assert len({p.prompt for p in train}) == len(train)
     lengths = Counter(listfuncs.code_line_count(p) for p in train)
     assert min(lengths) == 2 and max(lengths) >= 13
     assert all(p.program_prefix == p.prompt and p.tests.kind == "assert" for p in train)
@@ -63,7 +65,7 @@ def test_splits_are_disjoint_by_problem_and_span_lengths() -> None:
 def test_named_datasets_load_through_load_problems() -> None:
     test = load_problems("listfuncs-test")
     assert len(test) == listfuncs.TEST_PROBLEMS
-    assert all(listfuncs.split_of(p.problem_id) == "test" for p in test)
+    assert all(listfuncs.split_of(p.prompt) == "test" for p in test)
     again = load_problems("listfuncs-test")
     assert [p.problem_id for p in again] == [p.problem_id for p in test]
 

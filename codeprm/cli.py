@@ -85,6 +85,16 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (kill, a container stop) unwinds like Ctrl-C, so `finally` blocks stop the
+    services a command started instead of leaving them running."""
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CODEPRM_CACHE", Path.home() / ".cache" / "codeprm"))
 
@@ -684,10 +694,7 @@ def up(
         log_dir=log_dir,
     )
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    _sigterm_as_ctrl_c()
     try:
         with console.status("starting executor, PRM server, labeler and worker..."):
             stack = LocalStack(config, say=console.print).__enter__()
@@ -728,6 +735,7 @@ def demo(
     from codeprm.demo import DemoOptions, run_demo
 
     configure_logging("demo", os.environ.get("CODEPRM_LOG_LEVEL", "WARNING"))
+    _sigterm_as_ctrl_c()  # a stopped demo stops the services it started too
     options = DemoOptions(out, base_model, problems, ppo_steps, device, quick, cache_dir())
     config = _stack_config(executor_port=0, prm_port=0, labeler_port=0)
     raise typer.Exit(run_demo(config, console, options))

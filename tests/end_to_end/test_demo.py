@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +62,40 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, redis_namespace: str) -> N
     assert re.search(r"background:#[0-9a-f]{6}", page)  # lines coloured by PRM score
     assert len((out / "eval.jsonl").read_text().splitlines()) == 8 * 4  # problems x samples
     assert "held-out sampled pass@1" in output
+
+
+@pytest.mark.timeout(600)
+def test_a_stopped_demo_stops_the_services_it_started(tmp_path: Path, redis_namespace: str) -> None:
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "CODEPRM_LABELER_QUEUE_NAME": redis_namespace,
+        "CODEPRM_CACHE": str(tmp_path / "cache"),
+        "COLUMNS": "120",
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "codeprm", "demo", "--quick", "--out", str(tmp_path / "demo")]
+        + ["--device", "cpu"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert demo.stdout is not None
+    seen = ""
+    try:
+        for line in demo.stdout:  # the service checks come first, then the policy stage
+            seen += line
+            if "policy" in line and "http://" in seen:
+                break
+        ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", seen)]
+        assert len(ports) == 3, seen
+        demo.send_signal(signal.SIGTERM)
+        seen += demo.communicate(timeout=120)[0]
+    finally:
+        demo.kill()
+    assert demo.returncode != 0, seen
+    for port in ports:
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"

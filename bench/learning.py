@@ -30,7 +30,8 @@ from typing import Any
 
 from common import start_executor, start_prm_server, torch_machine
 
-from codeprm.demo import LEARNING  # the demo's PPO settings, measured for this policy size
+# the demo's PPO settings, measured for this policy size
+from codeprm.demo import LEARNING, minibatch_size
 from codeprm.services.trainer.plots import plot_curves
 from codeprm.services.trainer.ppo import train_ppo
 from codeprm.services.trainer.ppo_config import Mode, PpoConfig
@@ -48,17 +49,18 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--eval-problems", type=int, default=None)
     parser.add_argument("--prompts", type=int, default=None, help="Prompts per step.")
+    parser.add_argument("--samples", type=int, default=4, help="Rollouts per prompt.")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench-learning"))
     args = parser.parse_args()
     gpu = args.device.startswith("cuda")
-    prompts = args.prompts or (32 if gpu else 8)
+    prompts = args.prompts or (32 if gpu else 16)
     eval_problems = args.eval_problems or (100 if gpu else 40)
     print(torch_machine())
     print(
-        f"modes {args.modes}, seeds {args.seeds}, {args.steps} steps x {prompts} prompts x 4 "
-        f"samples, held-out: {eval_problems} listfuncs-test problems x 4 samples, "
+        f"modes {args.modes}, seeds {args.seeds}, {args.steps} steps x {prompts} prompts x "
+        f"{args.samples} samples, held-out: {eval_problems} listfuncs-test problems x 4 samples, "
         f"every {args.eval_every} steps"
     )
     # A stopped run still stops its services (the `finally` below runs on SIGTERM too).
@@ -82,7 +84,8 @@ def main() -> None:
                         prm_url=prm_url,
                         steps=args.steps,
                         prompts_per_step=prompts,
-                        samples_per_prompt=4,
+                        samples_per_prompt=args.samples,
+                        minibatch_size=minibatch_size(prompts * args.samples),
                         max_new_tokens=args.max_new_tokens,
                         seed=seed,
                         device=args.device,

@@ -726,8 +726,10 @@ def demo(
     base_model: Path | None = typer.Option(
         None, help="A real causal-LM checkpoint instead of the tiny offline one (use a GPU)."
     ),
-    problems: int = typer.Option(40, help="listfuncs problems to label (mutation)."),
-    ppo_steps: int = typer.Option(15),
+    problems: int = typer.Option(
+        40, help="listfuncs problems to label, by mutation and by binary search each."
+    ),
+    ppo_steps: int = typer.Option(30),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     quick: bool = typer.Option(False, help="Smaller everything, no learning (a few minutes)."),
 ) -> None:

@@ -45,8 +45,7 @@ def honest(function: Callable[..., Any]) -> Callable[[dict[str, Any]], bytes]:
     def answer(request: dict[str, Any]) -> bytes:
         if request["op"] == "get":
             return wire.encode_frame({"callable": True})
-        args = wire.decode_plain(request["args"])
-        return wire.encode_frame({"value": wire.encode_plain(function(*args))})
+        return wire.encode_frame({"value": wire.encode_plain(function(*request["args"]))})
 
     return answer
 
@@ -64,7 +63,7 @@ def scripted(
     def serve() -> None:
         try:
             wire.write_all(replies_w, load or wire.encode_frame({"loaded": True}))
-            while (request := wire.read_frame(requests_r)) is not None:
+            while (request := wire.read_trusted(requests_r)) is not None:
                 received.append(request)
                 wire.write_all(replies_w, answers(request))
         except OSError:

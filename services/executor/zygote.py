@@ -262,6 +262,9 @@ def _serve(
             seccomp.Filter(seccomp.sandbox_rules()).install()
             candidate_filter = seccomp.CandidateFilter()
         runner.standard_streams()
+        # Last: the set-up's garbage goes back to the kernel. clone copies a page-table entry
+        # for every anonymous page the zygote holds, at every fork (~600 kB fewer).
+        linux.malloc_trim()
     except BaseException:
         traceback.print_exc()
         os._exit(SANDBOX_FAILURE)

@@ -97,6 +97,14 @@ def prctl(option: int, arg: int = 0) -> None:
     _check(_prctl(option, arg, 0, 0, 0))
 
 
+def malloc_trim() -> None:
+    """Give the free memory of the C heap back to the kernel (glibc's malloc_trim(0); a libc
+    without it has nothing to do here)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(ctypes.c_size_t(0))
+
+
 def process_name(name: str) -> ctypes.Array[ctypes.c_char]:
     """A name for `set_process_name` (at most 15 bytes), made ahead of the call: in a freshly
     forked process, making it would cost more than the call itself."""

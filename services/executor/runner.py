@@ -189,7 +189,7 @@ def serve_candidate(code: str, requests_fd: int, replies_fd: int) -> NoReturn:
     wire.write_frame(replies_fd, {"loaded": True})
     namespace = main.__dict__
     request: wire.Request | None
-    while (request := wire.read_frame(requests_fd)) is not None:
+    while (request := wire.read_trusted(requests_fd)) is not None:
         wire.write_frame(replies_fd, _answer(namespace, request))
     _finish(0)
 
@@ -205,9 +205,7 @@ def _answer(namespace: dict[str, Any], request: wire.Request) -> dict[str, Any]:
             if callable(target):
                 return {"callable": True}
             return {"value": wire.encode_plain(target)}
-        args = wire.decode_plain(request["args"])
-        kwargs = wire.decode_plain(request["kwargs"])
-        return {"value": wire.encode_plain(target(*args, **kwargs))}
+        return {"value": wire.encode_plain(target(*request["args"], **request["kwargs"]))}
     except BaseException as exc:  # the candidate's own failure is data for the judge
         return {"raise": _describe(exc)}
 
@@ -256,7 +254,7 @@ class Candidate:
             raise CandidateFailed(self.state.failure)
         try:
             if request is not None:  # "load": the candidate speaks first
-                wire.write_frame(self.requests_fd, request)
+                wire.write_all(self.requests_fd, wire.encode_trusted(request))
             reply = replies.read_reply(self.replies_fd, question, self.reply_limit)
         except OSError:
             reply = None
@@ -325,14 +323,16 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            request: wire.Request = {
-                "op": "call",
-                "name": self.name,
-                "args": wire.encode_plain(list(args)),
-                "kwargs": wire.encode_plain(kwargs),
-            }
+            wire.check_plain(args)
+            wire.check_plain(kwargs)
         except wire.NotPlainData as exc:
             raise TypeError(f"cannot pass to the solution: {exc}") from None
+        request: wire.Request = {
+            "op": "call",
+            "name": self.name,
+            "args": list(args),
+            "kwargs": kwargs,
+        }
         return self.candidate.unwrap(self.candidate.ask(request, "call"))
 
 
@@ -387,7 +387,13 @@ def judge_calls(
     as soon as it is known."""
     candidate.function(entry_point)
     for index, (args, kwargs, expected) in enumerate(cases):
-        request: wire.Request = {"op": "call", "name": entry_point, "args": args, "kwargs": kwargs}
+        # Fresh builtin values, decoded here from the service's tagged form (`encode_plain`).
+        request: wire.Request = {
+            "op": "call",
+            "name": entry_point,
+            "args": wire.decode_plain(args),
+            "kwargs": wire.decode_plain(kwargs),
+        }
         reply = candidate.ask(request, "call")
         report: wire.CaseReport
         if isinstance(reply, replies.Value):

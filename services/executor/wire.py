@@ -3,6 +3,12 @@
 * Frames: a 4-byte big-endian length, then UTF-8 JSON. Used between the service and its
   workers, and between a worker and its sandboxes; the messages they carry are the
   TypedDicts below (the protocol, in one place).
+* Trusted frames (`encode_trusted`): the same 4-byte length, then `marshal` data. Only for
+  what flows *into* a candidate from the trusted side (its job from the service, the judge's
+  requests): the candidate decodes them in C with no Python code of its own to run, where JSON
+  plus the plain-data tags cost it copy-on-write faults and per-call work. marshal is not safe
+  to load from a hostile writer, so nothing a candidate writes is ever read as marshal: its
+  replies are JSON, checked by `replies` in the judge.
 * Plain data: values returned by sandboxed code cross as tagged JSON built from exact builtin
   types only (None, bool, int, float, complex, str, bytes, list, tuple, dict, set,
   frozenset). Subclasses are refused, so an object whose `__eq__` always says True cannot
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import marshal
 import math
 import os
 import re
@@ -31,8 +38,18 @@ class NotPlainData(TypeError):
 HEADER_BYTES = _LEN.size
 
 
+# Built once: json.dumps with options builds an encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_frame(message: Any) -> bytes:
-    payload = json.dumps(message, separators=(",", ":")).encode()
+    payload = _ENCODER.encode(message).encode()
+    return _LEN.pack(len(payload)) + payload
+
+
+def encode_trusted(message: Any) -> bytes:
+    """A trusted frame (marshal) of `message`, for a candidate to read (`read_trusted`)."""
+    payload = marshal.dumps(message)
     return _LEN.pack(len(payload)) + payload
 
 
@@ -64,7 +81,7 @@ def encode_job(job: Job) -> bytes:
     part (the tests), which the worker forwards to its sandboxes as they are (`read_raw_frame`)
     rather than decoding and encoding them again."""
     meta = {k: v for k, v in job.items() if k not in ("program", "judge")}  # the rest of Job
-    return encode_frame(meta) + encode_frame(job["program"]) + encode_frame(job["judge"])
+    return encode_frame(meta) + encode_trusted(job["program"]) + encode_frame(job["judge"])
 
 
 def read_raw_frame(fd: int) -> bytearray | None:
@@ -110,13 +127,22 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 def read_frame(fd: int) -> Any:
     """The next message, or None at end of stream."""
+    payload = _read_payload(fd)
+    return None if payload is None else json.loads(payload)
+
+
+def read_trusted(fd: int) -> Any:
+    """The next trusted frame's message (`encode_trusted`), or None at end of stream. Only a
+    candidate calls this, on pipes that only the service and its judge write to."""
+    payload = _read_payload(fd)
+    return None if payload is None else marshal.loads(payload)
+
+
+def _read_payload(fd: int) -> bytes | None:
     header = read_exact(fd, HEADER_BYTES)
     if header is None:
         return None
-    payload = read_exact(fd, frame_size(header))
-    if payload is None:
-        return None
-    return json.loads(payload)
+    return read_exact(fd, frame_size(header))
 
 
 # -- the protocol -----------------------------------------------------------------------------
@@ -157,7 +183,7 @@ class Limits(TypedDict):
 
 
 class ProgramJob(TypedDict):
-    """worker → candidate (forwarded as the service encoded it)."""
+    """worker → candidate, a trusted frame (forwarded as the service encoded it)."""
 
     mode: Mode
     code: str
@@ -242,12 +268,12 @@ def sandbox_error(reason: str) -> Result:
 
 
 class Request(TypedDict, total=False):
-    """judge → candidate: a global's kind or value (`get`), or a call of it."""
+    """judge → candidate, a trusted frame: a global's kind or value (`get`), or a call of it."""
 
     op: Required[Literal["get", "call"]]
     name: Required[str]
-    args: Any  # `encode_plain` of a list
-    kwargs: Any  # `encode_plain` of a dict
+    args: list[Any]  # plain data (`check_plain`), as marshal carries it
+    kwargs: dict[str, Any]
 
 
 MAX_DEPTH = 100
@@ -266,6 +292,36 @@ def encode_plain(value: Any) -> Any:
         return _encode(value, 0)
     except RecursionError:  # a program that lowered its own recursion limit
         raise NotPlainData("value nested too deep to encode") from None
+
+
+def check_plain(value: Any) -> None:
+    """NotPlainData unless `value` is plain data (what `encode_plain` accepts): what the
+    judge may pass to a candidate, which receives exactly these types (`encode_trusted`)."""
+    try:
+        _check(value, 0)
+    except RecursionError:
+        raise NotPlainData("value nested too deep to encode") from None
+
+
+_FLAT = frozenset((type(None), bool, int, float, str, bytes, complex))
+_CONTAINERS = frozenset((list, tuple, set, frozenset))
+
+
+def _check(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise NotPlainData(f"value nested more than {MAX_DEPTH} levels deep")
+    t = type(value)
+    if t in _FLAT:
+        return
+    if t in _CONTAINERS:
+        for v in value:
+            _check(v, depth + 1)
+    elif t is dict:
+        for k, v in value.items():
+            _check(k, depth + 1)
+            _check(v, depth + 1)
+    else:
+        raise NotPlainData(f"a value of type {t.__module__}.{t.__qualname__} is not plain data")
 
 
 def _encode(value: Any, depth: int) -> Any:

@@ -45,8 +45,7 @@ def honest(function: Callable[..., Any]) -> Callable[[dict[str, Any]], bytes]:
     def answer(request: dict[str, Any]) -> bytes:
         if request["op"] == "get":
             return wire.encode_frame({"callable": True})
-        args = wire.decode_plain(request["args"])
-        return wire.encode_frame({"value": wire.encode_plain(function(*args))})
+        return wire.encode_frame({"value": wire.encode_plain(function(*request["args"]))})
 
     return answer
 
@@ -64,7 +63,7 @@ def scripted(
     def serve() -> None:
         try:
             wire.write_all(replies_w, load or wire.encode_frame({"loaded": True}))
-            while (request := wire.read_frame(requests_r)) is not None:
+            while (request := wire.read_trusted(requests_r)) is not None:
                 received.append(request)
                 wire.write_all(replies_w, answers(request))
         except OSError:
@@ -220,3 +219,26 @@ def test_an_exception_the_program_raised_is_still_the_tests_to_catch() -> None:
         done, _ = run(candidate, assert_job("def check(candidate):\n    candidate(1)\n"))
     assert not done["completed"]
     assert "\ud800" not in done["error"] and "\\ud800" in done["error"]
+
+
+PASSES_ONLY_PLAIN_DATA = """
+def check(candidate):
+    for value in (bytearray(b"x"), [range(2)], {"k": object()}):
+        try:
+            candidate(value)
+        except TypeError as exc:
+            assert "cannot pass to the solution" in str(exc)
+        else:
+            raise AssertionError(f"{value!r} was passed")
+    assert candidate([1, (2,)]) == [1, (2,), 0]
+"""
+
+
+def test_the_judge_passes_the_solution_plain_data_only() -> None:
+    # Requests cross as marshal, which would carry a bytearray (as bytes) or a code object:
+    # the judge refuses what is not plain data before anything is sent.
+    with scripted(honest(lambda xs: [*xs, 0])) as (candidate, received):
+        done, _ = run(candidate, assert_job(PASSES_ONLY_PLAIN_DATA))
+    assert done["completed"] and done["error"] is None
+    assert [r["op"] for r in received] == ["get", "call"]
+    assert received[1]["args"] == [[1, (2,)]] and type(received[1]["args"][0][1]) is tuple

@@ -60,6 +60,37 @@ def test_deep_nesting_is_refused() -> None:
         value = [value]
     with pytest.raises(wire.NotPlainData):
         wire.encode_plain(value)
+    with pytest.raises(wire.NotPlainData):
+        wire.check_plain(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        type("Sneaky", (int,), {"__eq__": lambda s, o: True})(1),
+        bytearray(b"x"),  # marshal would carry it, as bytes: not what the test code passed
+        [1, compile("1", "x", "eval")],  # marshal would carry a code object
+        {"k": range(3)},
+        {(1, object()): 2},
+        ({1, 2}, frozenset({object()})),
+    ],
+)
+def test_check_plain_refuses_what_encode_plain_refuses(value: object) -> None:
+    with pytest.raises(wire.NotPlainData):
+        wire.encode_plain(value)
+    with pytest.raises(wire.NotPlainData):
+        wire.check_plain(value)
+
+
+def test_trusted_frames_carry_plain_data_exactly() -> None:
+    value = [None, True, -(2**80), 3.5, "\ud800", b"\x00", (1,), {1: {2}}, frozenset({"a"}), 1j]
+    wire.check_plain(value)
+    r, w = os.pipe()
+    wire.write_all(w, wire.encode_trusted({"args": value}))
+    os.close(w)
+    decoded = wire.read_trusted(r)["args"]
+    assert decoded == value and [type(v) for v in decoded] == [type(v) for v in value]
+    assert wire.read_trusted(r) is None
 
 
 def test_frames_survive_a_pipe() -> None:

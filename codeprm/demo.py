@@ -323,7 +323,7 @@ def _train_prm(
             epochs=sizes.prm_epochs,
             lr=1e-3,
             batch_size=8,
-            eval_every=20,
+            eval_every=50,  # each evaluation scores every held-out and on-policy program
             eval_fraction=0.2,
             device=options.device,
             max_tokens=1024,

@@ -27,8 +27,10 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,11 +303,26 @@ def bash(script: str, env: dict[str, str], cwd: Path, timeout: float) -> tuple[i
         try:
             code = proc.wait(timeout)
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+            stop_group(proc.pid)
     return code, out.read_text(), err.read_text()
+
+
+def stop_group(pgid: int) -> None:
+    """Ctrl-C first, as a terminal's; but a non-interactive shell starts its background jobs
+    with SIGINT ignored, so a `codeprm up &` lives on: then SIGTERM (which `up` handles by
+    stopping its stack), and SIGKILL for whatever is left."""
+    for sig, grace_s in ((signal.SIGINT, 5.0), (signal.SIGTERM, 60.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
 
 
 def user_env(**extra: str) -> dict[str, str]:
@@ -363,6 +380,9 @@ def test_readme_labeling_block(tiny_prm_dir: Path, redis_namespace: str, tmp_pat
     )
     code, out, err = bash(script, env, tmp_path, timeout=540)
     assert code == 0, out + err
+    for port in ports:  # the `codeprm up &` the block started is stopped with it
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", int(port))) != 0, f"port {port} still served"
     rows = (tmp_path / "labels.jsonl").read_text().splitlines()
     assert rows and all('"strategy":"mutation"' in row.replace(" ", "") for row in rows)
     assert "mutation" in out and "humaneval" in out  # `label list`

@@ -18,18 +18,23 @@ from tests.conftest import REDIS_URL
 pytestmark = pytest.mark.slow
 
 
-# A few minutes on an idle 2-core machine; the limits leave room for a machine shared with
-# other jobs (drawing the listfuncs family and the SFT steps are CPU-bound).
-@pytest.mark.timeout(1500)
-def test_demo_runs_the_whole_pipeline(tmp_path: Path, redis_namespace: str) -> None:
-    out = tmp_path / "demo"
-    env = {
+def demo_env(tmp_path: Path, redis_namespace: str) -> dict[str, str]:
+    """A user's environment, with this test's Redis queue and a fresh model cache."""
+    return {
         **os.environ,
         "REDIS_URL": REDIS_URL,
         "CODEPRM_LABELER_QUEUE_NAME": redis_namespace,
         "CODEPRM_CACHE": str(tmp_path / "cache"),
         "COLUMNS": "120",
     }
+
+
+# A few minutes on an idle 2-core machine; the limits leave room for a machine shared with
+# other jobs (drawing the listfuncs family and the SFT steps are CPU-bound).
+@pytest.mark.timeout(1500)
+def test_demo_runs_the_whole_pipeline(tmp_path: Path, redis_namespace: str) -> None:
+    out = tmp_path / "demo"
+    env = demo_env(tmp_path, redis_namespace)
     done = subprocess.run(
         [sys.executable, "-m", "codeprm", "demo", "--quick", "--out", str(out), "--device", "cpu"],
         env=env,
@@ -66,13 +71,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, redis_namespace: str) -> N
 
 @pytest.mark.timeout(600)
 def test_a_stopped_demo_stops_the_services_it_started(tmp_path: Path, redis_namespace: str) -> None:
-    env = {
-        **os.environ,
-        "REDIS_URL": REDIS_URL,
-        "CODEPRM_LABELER_QUEUE_NAME": redis_namespace,
-        "CODEPRM_CACHE": str(tmp_path / "cache"),
-        "COLUMNS": "120",
-    }
+    env = demo_env(tmp_path, redis_namespace)
     demo = subprocess.Popen(
         [sys.executable, "-m", "codeprm", "demo", "--quick", "--out", str(tmp_path / "demo")]
         + ["--device", "cpu"],

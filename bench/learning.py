@@ -1,6 +1,7 @@
 """Do the PRM's rewards teach? PPO in the four modes, from the same policy and budget.
 
     python bench/learning.py --policy POLICY --prm PRM [--seeds 0 1 2] [--steps 30]
+                             [--dense-variant plain|clip|delta] [--clip-eta ETA]
                              [--device cpu|cuda] [--out bench-learning]
 
 POLICY is a starting policy (`codeprm train sft`, or the one `codeprm demo` caches), PRM a PRM
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--eval-problems", type=int, default=None)
     parser.add_argument("--prompts", type=int, default=None, help="Prompts per step.")
     parser.add_argument("--samples", type=int, default=4, help="Rollouts per prompt.")
+    parser.add_argument("--dense-variant", default="plain", choices=("plain", "clip", "delta"))
+    parser.add_argument("--clip-eta", type=float, default=0.0, help="`clip`: min(score - eta, 0).")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench-learning"))
@@ -86,6 +89,8 @@ def main() -> None:
                         prompts_per_step=prompts,
                         samples_per_prompt=args.samples,
                         minibatch_size=minibatch_size(prompts * args.samples),
+                        dense_variant=args.dense_variant,
+                        clip_eta=args.clip_eta,
                         max_new_tokens=args.max_new_tokens,
                         seed=seed,
                         device=args.device,

@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from common import start_executor, start_prm_server, torch_machine
 
@@ -36,6 +36,7 @@ from codeprm.demo import LEARNING, minibatch_size
 from codeprm.services.trainer.plots import plot_curves
 from codeprm.services.trainer.ppo import train_ppo
 from codeprm.services.trainer.ppo_config import Mode, PpoConfig
+from codeprm.token_rewards import DenseVariant
 
 MODES: tuple[Mode, ...] = ("outcome", "dense", "value_init", "dense+value_init")
 
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--eval-problems", type=int, default=None)
     parser.add_argument("--prompts", type=int, default=None, help="Prompts per step.")
     parser.add_argument("--samples", type=int, default=4, help="Rollouts per prompt.")
-    parser.add_argument("--dense-variant", default="plain", choices=("plain", "clip", "delta"))
+    parser.add_argument("--dense-variant", default="plain", choices=get_args(DenseVariant))
     parser.add_argument("--clip-eta", type=float, default=0.0, help="`clip`: min(score - eta, 0).")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--device", default="cpu")

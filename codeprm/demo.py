@@ -36,6 +36,7 @@ from rich.table import Table
 
 from codeprm.api.labeler import LabelRunRequest
 from codeprm.client import LabelerClient
+from codeprm.listfuncs import VERSION
 from codeprm.stack import LocalStack, StackConfig, StackError, free_port, wait_ready
 
 
@@ -73,7 +74,20 @@ class Sizes:
     @staticmethod
     def of(options: DemoOptions) -> Sizes:
         if options.quick:
-            return Sizes(30, 6, 2, 2, 2, 1, 2, 4, 2, 8, 2, 64)
+            return Sizes(
+                sft_steps=30,
+                mutation_problems=6,
+                search_problems=2,
+                policy_test_problems=2,
+                search_k=2,
+                prm_epochs=1,
+                ppo_steps=2,
+                prompts_per_step=4,
+                samples_per_prompt=2,
+                eval_problems=8,
+                eval_every=2,
+                max_new_tokens=64,
+            )
         # Measured on listfuncs (docs/results.md): 128 rollouts a step learn where 32 did not;
         # all 100 held-out problems, so that a 10-point change is well above the noise.
         return Sizes(
@@ -285,8 +299,6 @@ def _policy(options: DemoOptions, sizes: Sizes, console: Console) -> Path:
     if options.base_model is not None:
         return options.base_model
     where = options.cache if options.cache is not None else options.out / "models"
-    from codeprm.listfuncs import VERSION
-
     # Keyed by the family's version too: a policy SFT'd on an older family is not reused.
     policy = where / f"listfuncs-{VERSION}-policy-{sizes.sft_steps}"
     if (policy / "config.json").is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from codeprm.stack import free_port, wait_ready
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on this loopback port."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_prm_server(model: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:

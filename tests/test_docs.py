@@ -27,7 +27,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ import typer
 from codeprm.cli import app
 from codeprm.stack import free_port
 from tests.conftest import REDIS_URL
+from tests.servers import port_open
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "k8s" / "README.md"]
@@ -381,8 +381,7 @@ def test_readme_labeling_block(tiny_prm_dir: Path, redis_namespace: str, tmp_pat
     code, out, err = bash(script, env, tmp_path, timeout=540)
     assert code == 0, out + err
     for port in ports:  # the `codeprm up &` the block started is stopped with it
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", int(port))) != 0, f"port {port} still served"
+        assert not port_open(int(port)), f"port {port} still served"
     rows = (tmp_path / "labels.jsonl").read_text().splitlines()
     assert rows and all('"strategy":"mutation"' in row.replace(" ", "") for row in rows)
     assert "mutation" in out and "humaneval" in out  # `label list`

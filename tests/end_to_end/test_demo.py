@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REDIS_URL
+from tests.servers import port_open
 
 pytestmark = pytest.mark.slow
 
@@ -96,5 +96,4 @@ def test_a_stopped_demo_stops_the_services_it_started(tmp_path: Path, redis_name
         demo.kill()
     assert demo.returncode != 0, seen
     for port in ports:
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+        assert not port_open(port), f"port {port} still served"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import redis
 
 from codeprm.stack import free_port
 from tests.conftest import REDIS_URL
+from tests.servers import port_open
 
 pytestmark = pytest.mark.slow
 
@@ -64,12 +64,6 @@ class Up:
         while not self.lines.empty():
             self.output.append(self.lines.get())
         return code
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def up_args(ports: list[int], model: Path, log_dir: Path) -> list[str]:

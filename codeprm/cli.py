@@ -729,7 +729,7 @@ def demo(
     problems: int = typer.Option(
         40, help="listfuncs problems to label, by mutation and by binary search each."
     ),
-    ppo_steps: int = typer.Option(30),
+    ppo_steps: int = typer.Option(60),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     quick: bool = typer.Option(False, help="Smaller everything, no learning (a few minutes)."),
 ) -> None:

@@ -46,7 +46,7 @@ class DemoOptions:
     base_model: Path | None = None
     problems: int = 40
     """Training problems labeled by mutation, and as many by binary search."""
-    ppo_steps: int = 30
+    ppo_steps: int = 60
     device: str = "auto"
     quick: bool = False
     """Smaller everything (the test suite runs the demo this way)."""
@@ -228,6 +228,7 @@ def _pipeline(stack: LocalStack, console: Console, options: DemoOptions) -> None
                 policy=policy,
                 value_init=prm_dir,
                 mode="dense+value_init",
+                **DENSE,
                 dataset="listfuncs",
                 out=run,
                 executor_url=executor,
@@ -285,6 +286,15 @@ LEARNING: dict[str, Any] = {
     "critic_lr": 1e-3,
     "kl_coef": 0.01,
     "ppo_epochs": 2,
+}
+
+
+DENSE: dict[str, Any] = {
+    # The PRM scores most lines of failing programs as good too (docs/results.md), so `plain`
+    # dense rewards paid failing rollouts more than passing ones; `clip` only subtracts for
+    # lines scored below eta, which has the outcome's sign.
+    "dense_variant": "clip",
+    "clip_eta": 0.7,
 }
 
 

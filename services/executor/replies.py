@@ -7,7 +7,9 @@ are not UTF-8 JSON, NaN or Infinity constants, a duplicated or unknown key, an a
 not fit the question, a tagged value of the wrong shape, nesting beyond `wire.MAX_DEPTH`)
 raises `MalformedReply`, and the judge ends the execution as the candidate's failure.
 
-    {"loaded": true}                               load: the solution ran
+    {"loaded": true}                               load: the solution ran (no entry point)
+    {"loaded": true, "callable": <bool>}           load: it ran; the entry point the job
+                                                   named is a function, or not
     {"loaded": false, "raise": [kind, message]}    load: it raised
     {"missing": true}                              get: no such global
     {"callable": true}                             get: a function (then called by `call`)
@@ -44,7 +46,9 @@ class ReplyTooLarge(MalformedReply):
 
 @dataclass(slots=True)
 class Loaded:
-    pass
+    # Whether the job's entry point is a function; None: the job named none. The judge
+    # checks that this fits the job (`runner.judge`).
+    entry_point_callable: bool | None = None
 
 
 @dataclass(slots=True)
@@ -102,6 +106,9 @@ def parse_reply(payload: bytes, question: Question) -> Reply:
 def _load(message: dict[str, Any], size: int) -> Reply:
     if _flag(message, "loaded"):
         return Loaded()
+    if message.keys() == {"loaded", "callable"} and message["loaded"] is True:
+        if type(message["callable"]) is bool:
+            return Loaded(message["callable"])
     if message.keys() == {"loaded", "raise"} and message["loaded"] is False:
         return _raised(message["raise"])
     raise _unexpected(message, "load")

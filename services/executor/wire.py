@@ -25,7 +25,7 @@ import os
 import re
 import struct
 from collections.abc import Callable
-from typing import Any, Literal, Required, TypedDict
+from typing import Any, Literal, NotRequired, Required, TypedDict
 
 MAX_FRAME = 256 * 1024 * 1024
 _LEN = struct.Struct(">I")
@@ -188,6 +188,7 @@ class ProgramJob(TypedDict):
     mode: Mode
     code: str
     memory_mb: int
+    entry_point: NotRequired[str]  # judged jobs: looked up as the solution loads
 
 
 class JudgeJob(TypedDict, total=False):

@@ -469,7 +469,7 @@ def _candidate_main(
         os.write(failures, traceback.format_exc().encode()[-4000:])
         os._exit(SANDBOX_FAILURE)
     if judged:
-        runner.serve_candidate(program["code"], requests_r, replies_w)
+        runner.serve_candidate(program["code"], program.get("entry_point"), requests_r, replies_w)
     runner.run_program(program["code"])
 
 

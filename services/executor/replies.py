@@ -76,15 +76,14 @@ class Raised:
 Reply = Loaded | Missing | IsCallable | Value | Raised
 
 
-def read_reply(fd: int, question: Question, limit: int) -> Reply | None:
+def read_reply(reader: wire.FrameReader, question: Question, limit: int) -> Reply | None:
     """The candidate's answer to `question`; None if it is gone (end of stream)."""
-    header = wire.read_exact(fd, wire.HEADER_BYTES)
-    if header is None:
-        return None
-    size = int.from_bytes(header, "big")
-    if size > limit:
-        raise ReplyTooLarge(f"the program's answer is {size} bytes, over the {limit}-byte limit")
-    payload = wire.read_exact(fd, size)
+    try:
+        payload = reader.next(limit)
+    except wire.FrameTooLarge as exc:
+        raise ReplyTooLarge(
+            f"the program's answer is {exc.size} bytes, over the {limit}-byte limit"
+        ) from None
     if payload is None:
         return None
     return parse_reply(payload, question)

@@ -199,7 +199,8 @@ def serve_candidate(
             loaded["callable"] = False
     wire.write_frame(replies_fd, loaded)
     request: wire.Request | None
-    while (request := wire.read_trusted(requests_fd)) is not None:
+    requests = wire.FrameReader(requests_fd)
+    while (request := wire.read_trusted(requests)) is not None:
         wire.write_frame(replies_fd, _answer(namespace, request))
     _finish(0)
 
@@ -254,7 +255,7 @@ class Candidate:
         self, requests_fd: int, replies_fd: int, state: JudgeState, reply_limit: int
     ) -> None:
         self.requests_fd = requests_fd
-        self.replies_fd = replies_fd
+        self.reader = wire.FrameReader(replies_fd)  # this execution's pipe, read in order
         self.state = state
         self.reply_limit = reply_limit
 
@@ -265,7 +266,7 @@ class Candidate:
         try:
             if request is not None:  # "load": the candidate speaks first
                 wire.write_all(self.requests_fd, wire.encode_trusted(request))
-            reply = replies.read_reply(self.replies_fd, question, self.reply_limit)
+            reply = replies.read_reply(self.reader, question, self.reply_limit)
         except OSError:
             reply = None
         except replies.MalformedReply as exc:

@@ -65,7 +65,8 @@ def scripted(
             # The jobs here name an entry point "f": the load reply says whether it is callable.
             loaded = {"loaded": True, "callable": True}
             wire.write_all(replies_w, load or wire.encode_frame(loaded))
-            while (request := wire.read_trusted(requests_r)) is not None:
+            requests = wire.FrameReader(requests_r)
+            while (request := wire.read_trusted(requests)) is not None:
                 received.append(request)
                 wire.write_all(replies_w, answers(request))
         except OSError:
@@ -274,3 +275,17 @@ def test_the_entry_points_lookup_comes_with_the_load_reply() -> None:
     with scripted(honest(lambda x: x + 1), load=_frame(b'{"loaded": true}')) as (candidate, _):
         done, _ = run(candidate, no_entry)
     assert done["completed"] and done["error"] is None
+
+
+def test_answers_nobody_asked_for_answer_the_next_questions_in_order() -> None:
+    # The judge reads ahead (a whole frame per read): what lies beyond a frame must still be
+    # taken as the next answers, in order, as exact reads would have taken it from the pipe.
+    def answer(request: dict[str, Any]) -> bytes:
+        x = request["args"][0]
+        return wire.encode_frame({"value": x}) + wire.encode_frame({"value": x + 100})
+
+    tests = "def check(candidate):\n    assert [candidate(i) for i in (1, 2, 3)] == [1, 101, 2]\n"
+    with scripted(answer) as (candidate, received):
+        done, _ = run(candidate, assert_job(tests))
+    assert done["completed"], done
+    assert [r["args"] for r in received] == [[1], [2], [3]]

@@ -255,8 +255,10 @@ class Executor:
         judge: wire.JudgeJob = {"reply_limit_bytes": s.output_limit_bytes}
         if test_code is not None:
             judge["test_code"] = test_code
+        program: wire.ProgramJob = {"mode": mode, "code": code, "memory_mb": memory_mb}
         if entry_point is not None:
             judge["entry_point"] = entry_point
+            program["entry_point"] = entry_point
         if cases is not None:
             judge["cases"] = cases
             judge["float_tolerance"] = float_tolerance
@@ -267,7 +269,7 @@ class Executor:
             "stdin": stdin,
             "output_limit_bytes": s.output_limit_bytes,
             # Sent to the worker as raw frames it forwards without decoding (`wire.encode_job`).
-            "program": {"mode": mode, "code": code, "memory_mb": memory_mb},
+            "program": program,
             "judge": judge,
         }
 

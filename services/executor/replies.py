@@ -7,7 +7,9 @@ are not UTF-8 JSON, NaN or Infinity constants, a duplicated or unknown key, an a
 not fit the question, a tagged value of the wrong shape, nesting beyond `wire.MAX_DEPTH`)
 raises `MalformedReply`, and the judge ends the execution as the candidate's failure.
 
-    {"loaded": true}                               load: the solution ran
+    {"loaded": true}                               load: the solution ran (no entry point)
+    {"loaded": true, "callable": <bool>}           load: it ran; the entry point the job
+                                                   named is a function, or not
     {"loaded": false, "raise": [kind, message]}    load: it raised
     {"missing": true}                              get: no such global
     {"callable": true}                             get: a function (then called by `call`)
@@ -44,7 +46,9 @@ class ReplyTooLarge(MalformedReply):
 
 @dataclass(slots=True)
 class Loaded:
-    pass
+    # Whether the job's entry point is a function; None: the job named none. The judge
+    # checks that this fits the job (`runner.judge`).
+    entry_point_callable: bool | None = None
 
 
 @dataclass(slots=True)
@@ -72,15 +76,14 @@ class Raised:
 Reply = Loaded | Missing | IsCallable | Value | Raised
 
 
-def read_reply(fd: int, question: Question, limit: int) -> Reply | None:
+def read_reply(reader: wire.FrameReader, question: Question, limit: int) -> Reply | None:
     """The candidate's answer to `question`; None if it is gone (end of stream)."""
-    header = wire.read_exact(fd, wire.HEADER_BYTES)
-    if header is None:
-        return None
-    size = int.from_bytes(header, "big")
-    if size > limit:
-        raise ReplyTooLarge(f"the program's answer is {size} bytes, over the {limit}-byte limit")
-    payload = wire.read_exact(fd, size)
+    try:
+        payload = reader.next(limit)
+    except wire.FrameTooLarge as exc:
+        raise ReplyTooLarge(
+            f"the program's answer is {exc.size} bytes, over the {limit}-byte limit"
+        ) from None
     if payload is None:
         return None
     return parse_reply(payload, question)
@@ -102,6 +105,9 @@ def parse_reply(payload: bytes, question: Question) -> Reply:
 def _load(message: dict[str, Any], size: int) -> Reply:
     if _flag(message, "loaded"):
         return Loaded()
+    if message.keys() == {"loaded", "callable"} and message["loaded"] is True:
+        if type(message["callable"]) is bool:
+            return Loaded(message["callable"])
     if message.keys() == {"loaded", "raise"} and message["loaded"] is False:
         return _raised(message["raise"])
     raise _unexpected(message, "load")

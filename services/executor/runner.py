@@ -177,8 +177,12 @@ def _finish(status: int) -> NoReturn:
 # -- the candidate: untrusted solution answering calls ----------------------------------------
 
 
-def serve_candidate(code: str, requests_fd: int, replies_fd: int) -> NoReturn:
-    """Run the solution, then answer the judge's `get`/`call` requests until it hangs up."""
+def serve_candidate(
+    code: str, entry_point: str | None, requests_fd: int, replies_fd: int
+) -> NoReturn:
+    """Run the solution, then answer the judge's `get`/`call` requests until it hangs up.
+    The load reply also says whether `entry_point` is a function: the judge needs it first,
+    and a request of its own would cost a round trip (two context switches) per job."""
     try:
         main, compiled = _fresh_main(code, SOLUTION_FILE)
         exec(compiled, main.__dict__)
@@ -186,10 +190,17 @@ def serve_candidate(code: str, requests_fd: int, replies_fd: int) -> NoReturn:
         print_user_traceback(exc)
         wire.write_frame(replies_fd, {"loaded": False, "raise": _describe(exc)})
         _finish(1)
-    wire.write_frame(replies_fd, {"loaded": True})
     namespace = main.__dict__
+    loaded: dict[str, Any] = {"loaded": True}
+    if entry_point is not None:
+        try:  # a key of the program's own str subclass runs its __eq__ here
+            loaded["callable"] = callable(namespace.get(entry_point))
+        except BaseException:
+            loaded["callable"] = False
+    wire.write_frame(replies_fd, loaded)
     request: wire.Request | None
-    while (request := wire.read_trusted(requests_fd)) is not None:
+    requests = wire.FrameReader(requests_fd)
+    while (request := wire.read_trusted(requests)) is not None:
         wire.write_frame(replies_fd, _answer(namespace, request))
     _finish(0)
 
@@ -244,7 +255,7 @@ class Candidate:
         self, requests_fd: int, replies_fd: int, state: JudgeState, reply_limit: int
     ) -> None:
         self.requests_fd = requests_fd
-        self.replies_fd = replies_fd
+        self.reader = wire.FrameReader(replies_fd)  # this execution's pipe, read in order
         self.state = state
         self.reply_limit = reply_limit
 
@@ -255,7 +266,7 @@ class Candidate:
         try:
             if request is not None:  # "load": the candidate speaks first
                 wire.write_all(self.requests_fd, wire.encode_trusted(request))
-            reply = replies.read_reply(self.replies_fd, question, self.reply_limit)
+            reply = replies.read_reply(self.reader, question, self.reply_limit)
         except OSError:
             reply = None
         except replies.MalformedReply as exc:
@@ -277,9 +288,9 @@ class Candidate:
         self.state.memory_error |= reply.kind == "MemoryError"
         return f"{reply.kind}: {reply.message}"
 
-    def function(self, name: str) -> RemoteFunction:
-        reply = self.ask({"op": "get", "name": name}, "get")
-        if not isinstance(reply, replies.IsCallable):
+    def entry_point(self, name: str, loaded: replies.Loaded) -> RemoteFunction:
+        """The job's entry point, which the candidate looked up as it loaded."""
+        if not loaded.entry_point_callable:
             raise NameError(f"the solution defines no function {name!r}")
         return RemoteFunction(self, name)
 
@@ -357,11 +368,13 @@ class SolutionNames(dict[str, Any]):
         return self.candidate.unwrap(reply)
 
 
-def judge_asserts(candidate: Candidate, test_code: str, entry_point: str | None) -> None:
+def judge_asserts(
+    candidate: Candidate, loaded: replies.Loaded, test_code: str, entry_point: str | None
+) -> None:
     """Run HumanEval/MBPP-style test code; returns only if every test ran and passed."""
     names = SolutionNames(candidate, {"__name__": "__main__", "__builtins__": builtins})
     if entry_point is not None:
-        names[entry_point] = candidate.function(entry_point)
+        names[entry_point] = candidate.entry_point(entry_point, loaded)
     linecache.cache[TEST_FILE] = (len(test_code), None, test_code.splitlines(True), TEST_FILE)
     exec(_compiled_tests(test_code), names)
     check = dict.get(names, "check")
@@ -377,6 +390,7 @@ def _compiled_tests(test_code: str) -> types.CodeType:
 
 def judge_calls(
     candidate: Candidate,
+    loaded: replies.Loaded,
     entry_point: str,
     cases: list[list[Any]],
     tolerance: float,
@@ -385,7 +399,7 @@ def judge_calls(
     """Call the solution once per case, compare its result with the expected value here, in
     the sandbox (the service never decodes what a program returned), and report each outcome
     as soon as it is known."""
-    candidate.function(entry_point)
+    candidate.entry_point(entry_point, loaded)
     for index, (args, kwargs, expected) in enumerate(cases):
         # Fresh builtin values, decoded here from the service's tagged form (`encode_plain`).
         request: wire.Request = {
@@ -441,12 +455,21 @@ def judge(candidate: Candidate, job: wire.JudgeJob, report_fd: int) -> wire.Judg
         loaded = candidate.ask(None, "load")
         if isinstance(loaded, replies.Raised):
             error = candidate.note_raise(loaded)
+        elif not isinstance(loaded, replies.Loaded) or (loaded.entry_point_callable is None) != (
+            "entry_point" not in job
+        ):  # the entry point's lookup, and only if one was named
+            candidate.fail("the program's answer does not fit the question", "runtime_error")
         elif "test_code" in job:
-            judge_asserts(candidate, job["test_code"], job.get("entry_point"))
+            judge_asserts(candidate, loaded, job["test_code"], job.get("entry_point"))
             completed = True
         else:
             judge_calls(
-                candidate, job["entry_point"], job["cases"], job["float_tolerance"], report_fd
+                candidate,
+                loaded,
+                job["entry_point"],
+                job["cases"],
+                job["float_tolerance"],
+                report_fd,
             )
             completed = True
     except BaseException as exc:  # the tests' own SystemExit included: a job ends, not us

@@ -25,7 +25,7 @@ import os
 import re
 import struct
 from collections.abc import Callable
-from typing import Any, Literal, Required, TypedDict
+from typing import Any, Literal, NotRequired, Required, TypedDict
 
 MAX_FRAME = 256 * 1024 * 1024
 _LEN = struct.Struct(">I")
@@ -131,11 +131,56 @@ def read_frame(fd: int) -> Any:
     return None if payload is None else json.loads(payload)
 
 
-def read_trusted(fd: int) -> Any:
+def read_trusted(reader: FrameReader) -> Any:
     """The next trusted frame's message (`encode_trusted`), or None at end of stream. Only a
     candidate calls this, on pipes that only the service and its judge write to."""
-    payload = _read_payload(fd)
+    payload = reader.next()
     return None if payload is None else marshal.loads(payload)
+
+
+class FrameTooLarge(ValueError):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"frame of {size} bytes")
+        self.size = size
+
+
+_READ = 1 << 16
+
+
+class FrameReader:
+    """Frames from a pipe whose writer sends one and waits for the answer (the judge's
+    requests, the candidate's replies, a candidate's job): one read usually takes a whole
+    frame, one system call per message instead of two (header, then payload), on both sides
+    of every call a test makes. Bytes beyond the frame (a hostile candidate's replies nobody
+    asked for, and so the requests the judge then sends ahead) are kept, in order, for the
+    next frames, as exact reads would have left them in the pipe."""
+
+    __slots__ = ("fd", "pending")  # no instance dict: less to write in a fresh candidate
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+
+    def next(self, limit: int = MAX_FRAME) -> bytes | None:
+        """The next frame's payload, or None at end of stream; FrameTooLarge if its header
+        announces more than `limit` (refused before the rest is read)."""
+        data, self.pending = self.pending, b""
+        while len(data) < HEADER_BYTES:
+            chunk = os.read(self.fd, _READ)
+            if not chunk:
+                return None
+            data += chunk
+        (size,) = _LEN.unpack_from(data)
+        if size > limit:
+            raise FrameTooLarge(size)
+        end = HEADER_BYTES + size
+        if len(data) < end:
+            rest = read_exact(self.fd, end - len(data))
+            if rest is None:
+                return None
+            data += rest
+        self.pending = data[end:]
+        return data[HEADER_BYTES:end]
 
 
 def _read_payload(fd: int) -> bytes | None:
@@ -188,6 +233,7 @@ class ProgramJob(TypedDict):
     mode: Mode
     code: str
     memory_mb: int
+    entry_point: NotRequired[str]  # judged jobs: looked up as the solution loads
 
 
 class JudgeJob(TypedDict, total=False):

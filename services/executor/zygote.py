@@ -453,7 +453,7 @@ def _candidate_main(
         # fds (its control socket, the worker's ends of our pipes) go here too.
         runner.become_program(stdin_r, stdout_w, stderr_w, keep=(job_r, requests_r, replies_w))
         failures = 2
-        program: wire.ProgramJob | None = wire.read_trusted(job_r)
+        program: wire.ProgramJob | None = wire.read_trusted(wire.FrameReader(job_r))
         os.close(job_r)
         if program is None:  # no job (the worker is closing, or could not set our limits)
             os._exit(0)
@@ -469,7 +469,7 @@ def _candidate_main(
         os.write(failures, traceback.format_exc().encode()[-4000:])
         os._exit(SANDBOX_FAILURE)
     if judged:
-        runner.serve_candidate(program["code"], requests_r, replies_w)
+        runner.serve_candidate(program["code"], program.get("entry_point"), requests_r, replies_w)
     runner.run_program(program["code"])
 
 

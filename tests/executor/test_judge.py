@@ -62,8 +62,11 @@ def scripted(
 
     def serve() -> None:
         try:
-            wire.write_all(replies_w, load or wire.encode_frame({"loaded": True}))
-            while (request := wire.read_trusted(requests_r)) is not None:
+            # The jobs here name an entry point "f": the load reply says whether it is callable.
+            loaded = {"loaded": True, "callable": True}
+            wire.write_all(replies_w, load or wire.encode_frame(loaded))
+            requests = wire.FrameReader(requests_r)
+            while (request := wire.read_trusted(requests)) is not None:
                 received.append(request)
                 wire.write_all(replies_w, answers(request))
         except OSError:
@@ -146,7 +149,7 @@ def test_a_malformed_reply_fails_the_execution_even_if_the_tests_catch_everythin
     assert done["status"] == "runtime_error"
     assert "answer" in done["error"]
     # Decided at the first bad reply: the tests' later calls never reach the program.
-    assert [r["op"] for r in received] == ["get", "call"]
+    assert [r["op"] for r in received] == ["call"]
 
 
 @pytest.mark.parametrize(("name", "payload"), MALFORMED_CALL_REPLIES, ids=lambda v: str(v)[:20])
@@ -169,6 +172,14 @@ def test_a_malformed_reply_to_a_call_case_fails_the_execution(name: str, payload
         b'{"loaded": false}',
         b'{"loaded": false, "raise": "x"}',
         b'{"loaded": true, "extra": 1}',
+        # The jobs name an entry point: its lookup must come with the load reply, as a bool.
+        b'{"loaded": true}',
+        b'{"loaded": true, "callable": 1}',
+        b'{"loaded": true, "callable": "yes"}',
+        b'{"loaded": true, "callable": null}',
+        b'{"loaded": false, "callable": true}',
+        b'{"loaded": true, "callable": true, "callable": true}',
+        b'{"callable": true}',
         b'{"value": 1}',
         b"[]",
         b"\x00",
@@ -240,5 +251,41 @@ def test_the_judge_passes_the_solution_plain_data_only() -> None:
     with scripted(honest(lambda xs: [*xs, 0])) as (candidate, received):
         done, _ = run(candidate, assert_job(PASSES_ONLY_PLAIN_DATA))
     assert done["completed"] and done["error"] is None
-    assert [r["op"] for r in received] == ["get", "call"]
-    assert received[1]["args"] == [[1, (2,)]] and type(received[1]["args"][0][1]) is tuple
+    assert [r["op"] for r in received] == ["call"]
+    assert received[0]["args"] == [[1, (2,)]] and type(received[0]["args"][0][1]) is tuple
+
+
+def test_the_entry_points_lookup_comes_with_the_load_reply() -> None:
+    # Not a function (or no such name): the tests get a NameError, as before, and the
+    # candidate is asked nothing.
+    not_callable = _frame(b'{"loaded": true, "callable": false}')
+    check = "def check(candidate):\n    assert candidate(1) == 2\n"
+    with scripted(honest(lambda x: x + 1), load=not_callable) as (candidate, received):
+        done, _ = run(candidate, assert_job(check))
+    assert not done["completed"] and done["status"] is None
+    assert done["error"].startswith("NameError") and received == []
+    with scripted(honest(lambda x: x + 1), load=not_callable) as (candidate, received):
+        done, reports = run(candidate, call_job(([1], 2)))
+    assert not done["completed"] and reports == [] and received == []
+    # A job that names no entry point: a lookup in the reply does not fit the question.
+    no_entry = {"test_code": "assert f(1) == 2\n", "reply_limit_bytes": LIMIT}
+    with scripted(honest(lambda x: x + 1)) as (candidate, received):
+        done, _ = run(candidate, no_entry)
+    assert not done["completed"] and done["status"] == "runtime_error" and received == []
+    with scripted(honest(lambda x: x + 1), load=_frame(b'{"loaded": true}')) as (candidate, _):
+        done, _ = run(candidate, no_entry)
+    assert done["completed"] and done["error"] is None
+
+
+def test_answers_nobody_asked_for_answer_the_next_questions_in_order() -> None:
+    # The judge reads ahead (a whole frame per read): what lies beyond a frame must still be
+    # taken as the next answers, in order, as exact reads would have taken it from the pipe.
+    def answer(request: dict[str, Any]) -> bytes:
+        x = request["args"][0]
+        return wire.encode_frame({"value": x}) + wire.encode_frame({"value": x + 100})
+
+    tests = "def check(candidate):\n    assert [candidate(i) for i in (1, 2, 3)] == [1, 101, 2]\n"
+    with scripted(answer) as (candidate, received):
+        done, _ = run(candidate, assert_job(tests))
+    assert done["completed"], done
+    assert [r["args"] for r in received] == [[1], [2], [3]]

@@ -111,8 +111,15 @@ def test_exception_messages_are_made_printable(message: str) -> None:
 def test_answers_must_fit_their_question() -> None:
     assert isinstance(replies.parse_reply(b'{"callable": true}', "get"), replies.IsCallable)
     assert isinstance(replies.parse_reply(b'{"missing": true}', "get"), replies.Missing)
-    assert isinstance(replies.parse_reply(b'{"loaded": true}', "load"), replies.Loaded)
+    assert replies.parse_reply(b'{"loaded": true}', "load") == replies.Loaded(None)
+    for flag in (True, False):  # the entry point's lookup, folded into the load reply
+        payload = json.dumps({"loaded": True, "callable": flag}).encode()
+        assert replies.parse_reply(payload, "load") == replies.Loaded(flag)
     for payload, question in [
+        (b'{"loaded": true, "callable": 1}', "load"),
+        (b'{"loaded": true, "callable": null}', "load"),
+        (b'{"loaded": false, "callable": true}', "load"),
+        (b'{"loaded": true, "callable": true}', "get"),
         (b'{"callable": true}', "call"),
         (b'{"value": 1}', "load"),
         (b'{"missing": 1}', "get"),

@@ -111,7 +111,15 @@ def test_malformed_replies_while_loading_fail_the_program(
     contained_executor: ContainedExecutor, tests: dict[str, Any]
 ) -> None:
     require_isolation(contained_executor)
-    payloads = [b"[]", b'{"loaded": 1}', b'{"loaded": false}', b'{"value": 1}', b"\xff"]
+    payloads = [
+        b"[]",
+        b'{"loaded": 1}',
+        b'{"loaded": false}',
+        b'{"value": 1}',
+        b"\xff",
+        b'{"loaded": true}',  # the tests name an entry point: its lookup must come too
+        b'{"loaded": true, "callable": 1}',
+    ]
     items = [{"code": forging(p, at_load=True), "tests": tests, "timeout_s": 10} for p in payloads]
     for payload, result in zip(payloads, batch(contained_executor.url, items), strict=True):
         assert not result["passed"] and result["status"] == "runtime_error", (payload, result)

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+import time
 
 import pytest
 
@@ -88,9 +90,10 @@ def test_trusted_frames_carry_plain_data_exactly() -> None:
     r, w = os.pipe()
     wire.write_all(w, wire.encode_trusted({"args": value}))
     os.close(w)
-    decoded = wire.read_trusted(r)["args"]
+    reader = wire.FrameReader(r)
+    decoded = wire.read_trusted(reader)["args"]
     assert decoded == value and [type(v) for v in decoded] == [type(v) for v in value]
-    assert wire.read_trusted(r) is None
+    assert wire.read_trusted(reader) is None
 
 
 def test_frames_survive_a_pipe() -> None:
@@ -129,3 +132,38 @@ def test_encoding_never_fails_with_anything_but_not_plain_data() -> None:
             wire.encode_plain(value)
     finally:
         sys.setrecursionlimit(limit)
+
+
+def test_frames_are_read_whole_in_order() -> None:
+    frame = wire.encode_frame({"value": "x" * 100})
+    r, w = os.pipe()
+    try:
+        reader = wire.FrameReader(r)
+        wire.write_all(w, frame)
+        assert reader.next() == frame[wire.HEADER_BYTES :]
+        # Written in pieces, the header split too: read on until the frame is whole.
+        writer = threading.Thread(
+            target=lambda: [
+                (wire.write_all(w, frame[i : i + 3]), time.sleep(0.001))
+                for i in range(0, len(frame), 3)
+            ]
+        )
+        writer.start()
+        assert reader.next() == frame[wire.HEADER_BYTES :]
+        writer.join()
+        second = wire.encode_frame("second")
+        wire.write_all(w, frame + second + frame[:2])  # read ahead, kept for the next ones
+        assert reader.next() == frame[wire.HEADER_BYTES :]
+        assert reader.next() == second[wire.HEADER_BYTES :]
+        wire.write_all(w, frame[2:])
+        assert reader.next() == frame[wire.HEADER_BYTES :] and reader.pending == b""
+        wire.write_all(w, frame)
+        with pytest.raises(wire.FrameTooLarge):  # refused from its header alone
+            reader.next(limit=len(frame) - wire.HEADER_BYTES - 1)
+        reader.pending = b""
+        wire.write_all(w, frame[:-1])  # cut short by the writer's end
+    finally:
+        os.close(w)
+    assert reader.next() is None
+    assert reader.next() is None
+    os.close(r)

@@ -53,11 +53,17 @@ def encode_trusted(message: Any) -> bytes:
     return _LEN.pack(len(payload)) + payload
 
 
-def frame_size(header: bytes) -> int:
-    """The payload length announced by a frame's header."""
+class FrameTooLarge(ValueError):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"frame of {size} bytes")
+        self.size = size
+
+
+def frame_size(header: bytes, limit: int = MAX_FRAME) -> int:
+    """The payload length announced by a frame's header; FrameTooLarge over `limit`."""
     (size,) = _LEN.unpack(header)
-    if size > MAX_FRAME:
-        raise ValueError(f"frame of {size} bytes")
+    if size > limit:
+        raise FrameTooLarge(size)
     return int(size)
 
 
@@ -138,12 +144,6 @@ def read_trusted(reader: FrameReader) -> Any:
     return None if payload is None else marshal.loads(payload)
 
 
-class FrameTooLarge(ValueError):
-    def __init__(self, size: int) -> None:
-        super().__init__(f"frame of {size} bytes")
-        self.size = size
-
-
 _READ = 1 << 16
 
 
@@ -170,10 +170,7 @@ class FrameReader:
             if not chunk:
                 return None
             data += chunk
-        (size,) = _LEN.unpack_from(data)
-        if size > limit:
-            raise FrameTooLarge(size)
-        end = HEADER_BYTES + size
+        end = HEADER_BYTES + frame_size(data[:HEADER_BYTES], limit)
         if len(data) < end:
             rest = read_exact(self.fd, end - len(data))
             if rest is None:

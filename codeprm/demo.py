@@ -278,7 +278,7 @@ def _pipeline(stack: LocalStack, console: Console, options: DemoOptions) -> None
 
 
 LEARNING: dict[str, Any] = {
-    # For a ~100k-parameter policy SFT'd at 5e-3 (a 0.5B model wants ~1e-6), measured on
+    # For a 140k-parameter policy SFT'd at 5e-3 (a 0.5B model wants ~1e-6), measured on
     # listfuncs (docs/results.md): at 2e-4 the KL to the reference reached 3.5-4.9 nats a
     # rollout within 4 steps and the pass rate fell; 2e-5 moved held-out pass@1 by 5 points
     # in 20 steps, 5e-5 with 128 rollouts a step by 15 in 30.

@@ -266,6 +266,10 @@ def _pipeline(stack: LocalStack, console: Console, options: DemoOptions) -> None
     table.add_row("labels (TRL stepwise + line_labels)", f"{labels}, {on_policy}")
     table.add_row("PRM checkpoint, curves.png, metrics.jsonl", str(prm_dir))
     table.add_row("PRM on-policy AUC", _fmt(prm_quality.get("on_policy_auc")))
+    table.add_row(
+        "the same programs by the policy's own likelihood",
+        _fmt(prm_quality.get("policy_likelihood_auc")),
+    )
     table.add_row("PPO run (policy/, critic/, metrics.jsonl, curves)", str(run))
     table.add_row(
         "held-out sampled pass@1",
@@ -367,6 +371,8 @@ def _train_prm(
             "on_policy_first_error_accuracy": result.on_policy.first_error_accuracy,
             "on_policy_last_line_flagged": result.on_policy.passing_last_line_flagged,
         }
+    if result.base_likelihood_auc is not None:
+        quality["policy_likelihood_auc"] = result.base_likelihood_auc
     console.print(", ".join(f"{k} {_fmt(v)}" for k, v in quality.items()))
     return quality
 

@@ -36,6 +36,7 @@ from codeprm.files import atomic_dir, atomic_write_text, checkpoint_dir
 from codeprm.geometry import EncodedLines
 from codeprm.prm_model import LoadedPrm, encode, forward
 from codeprm.services.trainer import prm_dist
+from codeprm.services.trainer.likelihood import likelihood_auc
 from codeprm.services.trainer.plots import plot_curves
 from codeprm.services.trainer.prm_batches import epoch_steps, split_step
 from codeprm.services.trainer.prm_data import (
@@ -122,6 +123,9 @@ class TrainResult:
     """Held-out metrics of the saved model (None without a held-out split)."""
     on_policy: OnPolicyMetrics | None = None
     """On the policy's own samples (None without `on_policy` data)."""
+    base_likelihood_auc: float | None = None
+    """The same programs ranked by their likelihood under the base model (the policy, when the
+    PRM starts from it): the yardstick for `on_policy.auc` (likelihood.py)."""
 
 
 def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
@@ -155,8 +159,12 @@ def _train(config: TrainPrmConfig, procs: Processes, *, progress: bool) -> Train
     if config.balance:
         train = _balanced(train)
     held_out = _encode_all(prm, eval_set, config)
-    policy_set = (
-        _encode_all(prm, read_examples(config.on_policy), config) if config.on_policy else []
+    policy_programs = read_examples(config.on_policy) if config.on_policy else []
+    policy_set = _encode_all(prm, policy_programs, config)
+    baseline = (
+        likelihood_auc(config.base_model, policy_programs, config.max_tokens, procs.device)
+        if policy_programs and procs.is_main
+        else None
     )
     if not train:
         raise ValueError(f"{config.data}: no training line has a label and a token")
@@ -200,7 +208,8 @@ def _train(config: TrainPrmConfig, procs: Processes, *, progress: bool) -> Train
         task = bar.add_task("train", total=total, completed=step, status="")
         if step == 0 and (held_out or policy_set):
             first = _evaluate_all(prm, held_out, policy_set, config, procs)
-            _log_row(config, history, {"step": 0} | first.row(), procs)
+            row0 = {"step": 0} | first.row() | {"on_policy_base_likelihood_auc": baseline}
+            _log_row(config, history, row0, procs)
         epoch, order = -1, []
         while step < total:
             if step // steps_per_epoch != epoch:
@@ -230,7 +239,7 @@ def _train(config: TrainPrmConfig, procs: Processes, *, progress: bool) -> Train
             if step % config.save_every == 0 and step < total:
                 _save_checkpoint(prm, optimizer, step, group, config, procs)
     _save_final(prm, config, history, procs)
-    return TrainResult(config.out, total, final, final_policy)
+    return TrainResult(config.out, total, final, final_policy, baseline)
 
 
 def _load(config: TrainPrmConfig, source: Path, procs: Processes) -> LoadedPrm:

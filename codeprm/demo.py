@@ -267,7 +267,7 @@ def _pipeline(stack: LocalStack, console: Console, options: DemoOptions) -> None
     table.add_row("PRM checkpoint, curves.png, metrics.jsonl", str(prm_dir))
     table.add_row("PRM on-policy AUC", _fmt(prm_quality.get("on_policy_auc")))
     table.add_row(
-        "the same programs by the policy's own likelihood",
+        "on-policy AUC of the policy's own likelihood",
         _fmt(prm_quality.get("policy_likelihood_auc")),
     )
     table.add_row("PPO run (policy/, critic/, metrics.jsonl, curves)", str(run))

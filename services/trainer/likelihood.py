@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from codeprm.geometry import encode_lines
 from codeprm.services.trainer.prm_data import PrmExample
 from codeprm.services.trainer.prm_metrics import auc
 
@@ -28,21 +29,52 @@ def code_logprob(
 ) -> float:
     """Sum of log p(token | all before it) over the code's tokens, the prompt given (a token
     that straddles the two counts as code). Truncation keeps the start, as the PRM's does."""
+    ids, first = _code_tokens(tokenizer, prompt, code, max_tokens)
+    if first >= len(ids):
+        return 0.0
+    return sum(_token_logprobs(model, ids, device)[first - 1 :])
+
+
+def line_logprobs(
+    model: Any, tokenizer: Any, prompt: str, code: str, max_tokens: int, device: torch.device
+) -> list[list[float]]:
+    """Per line of `split_lines(code)`, the log-probs of its tokens: those after the previous
+    line's last token up to its own (the PRM's line geometry, `codeprm/geometry.py`), so a
+    line owns the newline before it. A line with no token of its own (cut off by truncation)
+    gets []."""
+    ids, first = _code_tokens(tokenizer, prompt, code, max_tokens)
+    ends = encode_lines(tokenizer, prompt, code, max_tokens).line_tokens
+    if first >= len(ids):
+        return [[] for _ in ends]
+    per_token = [0.0, *_token_logprobs(model, ids, device)]  # per_token[i]: log p(ids[i])
+    out: list[list[float]] = []
+    for last in ends:
+        if last is None or last < first:
+            out.append([])
+            continue
+        out.append(per_token[first : last + 1])
+        first = last + 1
+    return out
+
+
+def _code_tokens(tokenizer: Any, prompt: str, code: str, max_tokens: int) -> tuple[list[int], int]:
+    """The ids of `prompt + code` and the index of the first token that reaches the code."""
     encoding = tokenizer(
         prompt + code, return_offsets_mapping=True, truncation=True, max_length=max_tokens
     )
     ids: list[int] = list(encoding["input_ids"])
     spans = encoding["offset_mapping"]
     first = next((i for i, (_, end) in enumerate(spans) if end > len(prompt)), len(ids))
-    first = max(first, 1)  # the first token of the text has nothing to be predicted from
-    if first >= len(ids):
-        return 0.0
+    return ids, max(first, 1)  # the text's first token has nothing to be predicted from
+
+
+def _token_logprobs(model: Any, ids: list[int], device: torch.device) -> list[float]:
+    """log p(ids[i] | ids[:i]) for i = 1 .. len(ids) - 1, in one forward pass."""
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
     predicted = logits[:-1].log_softmax(-1)
     targets = torch.tensor(ids[1:], device=device)
-    per_token = predicted.gather(1, targets[:, None])[:, 0]
-    return float(per_token[first - 1 :].sum())
+    return [float(v) for v in predicted.gather(1, targets[:, None])[:, 0]]
 
 
 def likelihood_auc(

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from codeprm.services.trainer.likelihood import code_logprob, likelihood_auc
+from codeprm.services.trainer.likelihood import code_logprob, likelihood_auc, line_logprobs
 from codeprm.services.trainer.prm_data import PrmExample, read_examples
 from codeprm.services.trainer.prm_train import METRICS, TrainPrmConfig, train_prm
 from codeprm.tiny import build_tiny_policy, build_tiny_prm
@@ -106,3 +106,20 @@ def test_train_prm_reports_the_policys_likelihood_next_to_its_on_policy_auc(
     first = json.loads((config.out / METRICS).read_text().splitlines()[0])
     assert first["step"] == 0
     assert first["on_policy_base_likelihood_auc"] == pytest.approx(expected)
+
+
+def test_line_logprobs_split_the_code_tokens_by_line(policy: Path) -> None:
+    model, tokenizer = _load(policy)
+    code = "    ys = [x * 2 for x in xs]\n\n    ys.sort()\n    return ys"
+    per_line = line_logprobs(model, tokenizer, PROMPT, code, 1024, CPU)
+    assert len(per_line) == 4  # the blank line is a line too (split_lines)
+    assert all(per_line[i] for i in (0, 2, 3))
+    assert all(v <= 0 for line in per_line for v in line)
+    # Every code token belongs to exactly one line: the lines add up to the whole program.
+    total = code_logprob(model, tokenizer, PROMPT, code, 1024, CPU)
+    assert sum(sum(line) for line in per_line) == pytest.approx(total, abs=1e-4)
+    # Truncation keeps the start: the lines past the limit get no token.
+    prompt_tokens = len(tokenizer(PROMPT)["input_ids"])  # type: ignore[operator]
+    cut = line_logprobs(model, tokenizer, PROMPT, code, prompt_tokens + 3, CPU)
+    assert cut[-1] == []
+    assert cut[0] == per_line[0][: len(cut[0])]

@@ -5,7 +5,7 @@ Dense rewards from a PRM can only beat the outcome if the PRM knows something ab
 policy's programs that the policy does not. `likelihood_auc` ranks the on-policy set's passing
 and failing programs by their log-probability under the base model, which is the policy itself
 when the PRM is trained from the policy's backbone (the demo's recipe). On `listfuncs` that
-ranking scores 0.92 where the PRMs trained there score 0.70-0.76 (docs/results.md): a small
+ranking scores 0.92-0.98 where the PRMs trained there score 0.70-0.76 (docs/results.md): a small
 policy sampled at temperature 1 fails mostly by tokens it drew against its own odds, which its
 likelihood sees and a PRM fine-tuned on a thousand labeled programs does not.
 """
@@ -20,6 +20,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from codeprm.geometry import encode_lines
+from codeprm.prm_model import resolve_dtype
 from codeprm.services.trainer.prm_data import PrmExample
 from codeprm.services.trainer.prm_metrics import auc
 
@@ -28,7 +29,9 @@ def code_logprob(
     model: Any, tokenizer: Any, prompt: str, code: str, max_tokens: int, device: torch.device
 ) -> float:
     """Sum of log p(token | all before it) over the code's tokens, the prompt given (a token
-    that straddles the two counts as code). Truncation keeps the start, as the PRM's does."""
+    that straddles the two counts as code). `prompt + code` is tokenized afresh, as the PRM
+    reads it, so a boundary token may differ from the one the policy sampled. Truncation keeps
+    the start, as the PRM's does."""
     ids, first = _code_tokens(tokenizer, prompt, code, max_tokens)
     if first >= len(ids):
         return 0.0
@@ -40,8 +43,9 @@ def line_logprobs(
 ) -> list[list[float]]:
     """Per line of `split_lines(code)`, the log-probs of its tokens: those after the previous
     line's last token up to its own (the PRM's line geometry, `codeprm/geometry.py`), so a
-    line owns the newline before it. A line with no token of its own (cut off by truncation)
-    gets []."""
+    line owns the newline before it, and the last line the tokens after it (a final newline,
+    an EOS), so the lines add up to `code_logprob`. A line with no token of its own (cut off by
+    truncation) gets []."""
     ids, first = _code_tokens(tokenizer, prompt, code, max_tokens)
     ends = encode_lines(tokenizer, prompt, code, max_tokens).line_tokens
     if first >= len(ids):
@@ -54,6 +58,8 @@ def line_logprobs(
             continue
         out.append(per_token[first : last + 1])
         first = last + 1
+    if out and out[-1]:  # not truncated: what follows the last line is the last line's
+        out[-1] += per_token[first:]
     return out
 
 
@@ -87,7 +93,8 @@ def likelihood_auc(
     if not any(name.endswith("ForCausalLM") for name in architectures):
         return None
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    dtype = resolve_dtype("auto", device)  # bf16 on a GPU: a second model next to the PRM
+    model: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     model.to(device).eval()
     ranked = [
         (code_logprob(model, tokenizer, p.prompt, p.code, max_tokens, device), p.passed)

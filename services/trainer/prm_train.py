@@ -125,7 +125,8 @@ class TrainResult:
     """On the policy's own samples (None without `on_policy` data)."""
     base_likelihood_auc: float | None = None
     """The same programs ranked by their likelihood under the base model (the policy, when the
-    PRM starts from it): the yardstick for `on_policy.auc` (likelihood.py)."""
+    PRM starts from it): the yardstick for `on_policy.auc` (likelihood.py). None when resuming:
+    step 0's row of metrics.jsonl holds it."""
 
 
 def train_prm(config: TrainPrmConfig, *, progress: bool = False) -> TrainResult:
@@ -161,13 +162,14 @@ def _train(config: TrainPrmConfig, procs: Processes, *, progress: bool) -> Train
     held_out = _encode_all(prm, eval_set, config)
     policy_programs = read_examples(config.on_policy) if config.on_policy else []
     policy_set = _encode_all(prm, policy_programs, config)
-    baseline = (
-        likelihood_auc(config.base_model, policy_programs, config.max_tokens, procs.device)
-        if policy_programs and procs.is_main
-        else None
-    )
     if not train:
         raise ValueError(f"{config.data}: no training line has a label and a token")
+    # Step 0's row holds it; a resumed run has that row already.
+    baseline = (
+        likelihood_auc(config.base_model, policy_programs, config.max_tokens, procs.device)
+        if policy_programs and procs.is_main and not resuming
+        else None
+    )
     group = config.batch_size * config.grad_accum * procs.world  # the global batch
     steps_per_epoch = math.ceil(len(train) / group)
     total = steps_per_epoch * config.epochs

@@ -110,16 +110,19 @@ def test_train_prm_reports_the_policys_likelihood_next_to_its_on_policy_auc(
 
 def test_line_logprobs_split_the_code_tokens_by_line(policy: Path) -> None:
     model, tokenizer = _load(policy)
-    code = "    ys = [x * 2 for x in xs]\n\n    ys.sort()\n    return ys"
-    per_line = line_logprobs(model, tokenizer, PROMPT, code, 1024, CPU)
-    assert len(per_line) == 4  # the blank line is a line too (split_lines)
-    assert all(per_line[i] for i in (0, 2, 3))
-    assert all(v <= 0 for line in per_line for v in line)
-    # Every code token belongs to exactly one line: the lines add up to the whole program.
-    total = code_logprob(model, tokenizer, PROMPT, code, 1024, CPU)
-    assert sum(sum(line) for line in per_line) == pytest.approx(total, abs=1e-4)
+    for code in (
+        "    ys = [x * 2 for x in xs]\n\n    ys.sort()\n    return ys",
+        "    ys = [x * 2 for x in xs]\n\n    ys.sort()\n    return ys\n",  # as sampled
+    ):
+        per_line = line_logprobs(model, tokenizer, PROMPT, code, 1024, CPU)
+        assert len(per_line) == 4  # the blank line is a line too (split_lines)
+        assert all(per_line[i] for i in (0, 2, 3))
+        assert all(v <= 0 for line in per_line for v in line)
+        # Every code token belongs to exactly one line: the lines add up to the program.
+        total = code_logprob(model, tokenizer, PROMPT, code, 1024, CPU)
+        assert sum(sum(line) for line in per_line) == pytest.approx(total, abs=1e-4)
     # Truncation keeps the start: the lines past the limit get no token.
     prompt_tokens = len(tokenizer(PROMPT)["input_ids"])  # type: ignore[operator]
     cut = line_logprobs(model, tokenizer, PROMPT, code, prompt_tokens + 3, CPU)
     assert cut[-1] == []
-    assert cut[0] == per_line[0][: len(cut[0])]
+    assert cut[0] == pytest.approx(per_line[0][: len(cut[0])], abs=1e-4)

@@ -263,10 +263,10 @@ def train_prm(
             f"{fmt(p.first_error_accuracy)}, passing last lines flagged "
             f"{fmt(p.passing_last_line_flagged)}"
         )
-        if result.base_likelihood_auc is not None:
+        if (yardstick := result.on_policy_base_likelihood_auc) is not None:
             console.print(
                 f"the same programs ranked by the base model's own likelihood: AUC "
-                f"{result.base_likelihood_auc:.3f} (a PRM below this knows less than the policy)"
+                f"{yardstick:.3f} (a PRM below this knows less than the policy)"
             )
     console.print(f"curves: {result.out / 'curves.png'}")
 

@@ -268,7 +268,7 @@ def _pipeline(stack: LocalStack, console: Console, options: DemoOptions) -> None
     table.add_row("PRM on-policy AUC", _fmt(prm_quality.get("on_policy_auc")))
     table.add_row(
         "on-policy AUC of the policy's own likelihood",
-        _fmt(prm_quality.get("policy_likelihood_auc")),
+        _fmt(prm_quality.get("on_policy_base_likelihood_auc")),
     )
     table.add_row("PPO run (policy/, critic/, metrics.jsonl, curves)", str(run))
     table.add_row(
@@ -371,8 +371,8 @@ def _train_prm(
             "on_policy_first_error_accuracy": result.on_policy.first_error_accuracy,
             "on_policy_last_line_flagged": result.on_policy.passing_last_line_flagged,
         }
-    if result.base_likelihood_auc is not None:
-        quality["policy_likelihood_auc"] = result.base_likelihood_auc
+    if result.on_policy_base_likelihood_auc is not None:
+        quality["on_policy_base_likelihood_auc"] = result.on_policy_base_likelihood_auc
     console.print(", ".join(f"{k} {_fmt(v)}" for k, v in quality.items()))
     return quality
 

@@ -123,7 +123,7 @@ class TrainResult:
     """Held-out metrics of the saved model (None without a held-out split)."""
     on_policy: OnPolicyMetrics | None = None
     """On the policy's own samples (None without `on_policy` data)."""
-    base_likelihood_auc: float | None = None
+    on_policy_base_likelihood_auc: float | None = None
     """The same programs ranked by their likelihood under the base model (the policy, when the
     PRM starts from it): the yardstick for `on_policy.auc` (likelihood.py). None when resuming:
     step 0's row of metrics.jsonl holds it."""

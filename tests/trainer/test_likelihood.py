@@ -102,7 +102,7 @@ def test_train_prm_reports_the_policys_likelihood_next_to_its_on_policy_auc(
     assert result.on_policy is not None and result.on_policy.auc is not None
     expected = likelihood_auc(policy, read_examples(on_policy), config.max_tokens, CPU)
     assert expected is not None
-    assert result.base_likelihood_auc == pytest.approx(expected)
+    assert result.on_policy_base_likelihood_auc == pytest.approx(expected)
     first = json.loads((config.out / METRICS).read_text().splitlines()[0])
     assert first["step"] == 0
     assert first["on_policy_base_likelihood_auc"] == pytest.approx(expected)

@@ -75,6 +75,9 @@ class EncodedLines:
     line_tokens: list[int | None]
     """Per line of the code: the index in input_ids of its last token (None: no token)."""
     truncated: bool
+    first_code_token: int
+    """The index in input_ids of the first token holding code (a token that straddles the
+    prompt's end counts as code); len(input_ids) when no code token is left."""
 
 
 def encode_lines(
@@ -99,7 +102,8 @@ def encode_lines(
     truncated = max_tokens is not None and len(ids) >= max_tokens and covered < len(text)
     lines = split_lines(code)
     tokens = line_end_tokens(lines, offsets, len(prompt), truncated=truncated)
-    return EncodedLines(ids, lines, tokens, truncated)
+    first = next((t for t, (_, end) in enumerate(offsets) if end > len(prompt)), len(ids))
+    return EncodedLines(ids, lines, tokens, truncated, first)
 
 
 def encode_steps(
@@ -110,6 +114,7 @@ def encode_steps(
     last one. Truncation keeps the start: lines whose separator is cut off get None."""
     ids: list[int] = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     ids += tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    first = len(ids)
     separator_ids = tokenizer(separator, add_special_tokens=False)["input_ids"]
     lines = split_lines(code)
     tokens: list[int | None] = []
@@ -120,7 +125,7 @@ def encode_steps(
     if truncated:
         ids = ids[:max_tokens]
         tokens = [t if t is not None and t < len(ids) else None for t in tokens]
-    return EncodedLines(ids, lines, tokens, truncated)
+    return EncodedLines(ids, lines, tokens, truncated, min(first, len(ids)))
 
 
 def decode_with_ends(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:

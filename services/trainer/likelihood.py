@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from codeprm.geometry import encode_lines
+from codeprm.geometry import EncodedLines, encode_lines
 from codeprm.prm_model import resolve_dtype
 from codeprm.services.trainer.prm_data import PrmExample
 from codeprm.services.trainer.prm_metrics import auc
@@ -32,10 +32,8 @@ def code_logprob(
     that straddles the two counts as code). `prompt + code` is tokenized afresh, as the PRM
     reads it, so a boundary token may differ from the one the policy sampled. Truncation keeps
     the start, as the PRM's does."""
-    ids, first = _code_tokens(tokenizer, prompt, code, max_tokens)
-    if first >= len(ids):
-        return 0.0
-    return sum(_token_logprobs(model, ids, device)[first - 1 :])
+    _, per_token, first = _scored(model, tokenizer, prompt, code, max_tokens, device)
+    return sum(per_token[first:])
 
 
 def line_logprobs(
@@ -46,13 +44,9 @@ def line_logprobs(
     line owns the newline before it, and the last line the tokens after it (a final newline,
     an EOS), so the lines add up to `code_logprob`. A line with no token of its own (cut off by
     truncation) gets []."""
-    ids, first = _code_tokens(tokenizer, prompt, code, max_tokens)
-    ends = encode_lines(tokenizer, prompt, code, max_tokens).line_tokens
-    if first >= len(ids):
-        return [[] for _ in ends]
-    per_token = [0.0, *_token_logprobs(model, ids, device)]  # per_token[i]: log p(ids[i])
+    encoded, per_token, first = _scored(model, tokenizer, prompt, code, max_tokens, device)
     out: list[list[float]] = []
-    for last in ends:
+    for last in encoded.line_tokens:
         if last is None or last < first:
             out.append([])
             continue
@@ -63,15 +57,17 @@ def line_logprobs(
     return out
 
 
-def _code_tokens(tokenizer: Any, prompt: str, code: str, max_tokens: int) -> tuple[list[int], int]:
-    """The ids of `prompt + code` and the index of the first token that reaches the code."""
-    encoding = tokenizer(
-        prompt + code, return_offsets_mapping=True, truncation=True, max_length=max_tokens
-    )
-    ids: list[int] = list(encoding["input_ids"])
-    spans = encoding["offset_mapping"]
-    first = next((i for i, (_, end) in enumerate(spans) if end > len(prompt)), len(ids))
-    return ids, max(first, 1)  # the text's first token has nothing to be predicted from
+def _scored(
+    model: Any, tokenizer: Any, prompt: str, code: str, max_tokens: int, device: torch.device
+) -> tuple[EncodedLines, list[float], int]:
+    """`prompt + code` in the PRM's geometry, per token its log-prob (per_token[i] is
+    log p(ids[i]); 0 for the first token, which has nothing to be predicted from), and the
+    index of the first code token that has a prediction."""
+    encoded = encode_lines(tokenizer, prompt, code, max_tokens)
+    first = max(encoded.first_code_token, 1)
+    if first >= len(encoded.input_ids):
+        return encoded, [0.0] * len(encoded.input_ids), len(encoded.input_ids)
+    return encoded, [0.0, *_token_logprobs(model, encoded.input_ids, device)], first
 
 
 def _token_logprobs(model: Any, ids: list[int], device: torch.device) -> list[float]:

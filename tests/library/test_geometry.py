@@ -121,6 +121,10 @@ def test_each_line_ends_at_the_token_holding_its_last_character(
     encoded = encode_lines(tokenizer, prompt, code)
     offsets = tokenizer(prompt + code, return_offsets_mapping=True)["offset_mapping"]
     assert len(encoded.line_tokens) == len(split_lines(code))
+    # The first code token: the first whose span reaches past the prompt; none before it does.
+    first = encoded.first_code_token
+    assert all(e <= len(prompt) for _, e in offsets[:first])
+    assert first == len(offsets) or offsets[first][1] > len(prompt)
     for line, token in zip(encoded.lines, encoded.line_tokens, strict=True):
         if line.end == line.start:
             assert token is None  # an empty line has no character to end it
@@ -194,10 +198,12 @@ def test_encode_steps_is_trls_layout() -> None:
     sep = tokenizer("\n", add_special_tokens=False)["input_ids"]
     expected = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     expected += tokenizer("P:", add_special_tokens=False)["input_ids"]
+    code_start = len(expected)
     positions = []
     for step in ("a = 1", "", "    b = 2"):  # what PRMTrainer.tokenize_row builds
         expected += tokenizer(step, add_special_tokens=False)["input_ids"] + sep
         positions.append(len(expected) - 1)
     assert encoded.input_ids == expected and encoded.line_tokens == positions
+    assert encoded.first_code_token == code_start
     cut = encode_steps(tokenizer, "P:", code, max_tokens=positions[1] + 1)
     assert cut.truncated and cut.line_tokens == positions[:2] + [None]

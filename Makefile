@@ -31,7 +31,7 @@ fmt: install
 	$(VENV)/bin/ruff check --fix .
 
 test: lint
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=20
 
 # The RL frameworks' own code driving our plug-ins, one venv per framework (their pins conflict):
 # .venvs/<framework>, built from tests/frameworks/<framework>/{requirements,framework}.txt with

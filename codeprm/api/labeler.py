@@ -27,7 +27,12 @@ class BackendSpec(BaseModel):
         "/v1/chat/completions and a prefilled assistant message (vLLM's "
         "continue_final_message).",
     )
-    max_concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight.")
+    max_concurrency: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="openai: requests in flight; hf: calls served in one `generate` batch.",
+    )
     max_n_per_request: int = Field(
         16, ge=1, description="Larger `n` is split over several requests (TGI serves n=1)."
     )

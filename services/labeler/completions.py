@@ -163,12 +163,28 @@ def _sampling(options: SamplingOptions) -> dict[str, Any]:
     return body
 
 
+@dataclass(eq=False)  # compared by identity: two calls may ask the same
+class _Pending:
+    """One `continuations` call waiting for the generation thread."""
+
+    text: str
+    n: int
+    sampling: SamplingOptions
+    done: threading.Event = field(default_factory=threading.Event)
+    texts: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+
+
 @dataclass
 class HFBackend:
-    """A local checkpoint, loaded once; generation runs in a thread, one call at a time."""
+    """A local checkpoint, loaded once. Generation runs in threads, one `generate` at a time;
+    the calls that arrive while one runs wait and are then served together, up to `max_batch`
+    calls in one batch (binary search keeps several probes in flight, and a batch of them costs
+    little more than one; `bench/labeling.py`)."""
 
     path: Path
     device: str = "cpu"
+    max_batch: int = 16
     name: str = ""
     usage: Usage = field(default_factory=Usage)
 
@@ -180,11 +196,16 @@ class HFBackend:
             raise ServiceRejected(400, f"{self.path} is not a Hugging Face checkpoint directory")
         self.name = self.name or f"hf:{self.path}"
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"  # every prompt ends where generation starts
         # dtype="auto": the checkpoint's own dtype (bf16 checkpoints stay bf16 on a GPU).
         model = AutoModelForCausalLM.from_pretrained(self.path, dtype="auto")
         # transformers' stub types `.to` through a decorator that mypy mis-reads.
         self.model = model.to(torch.device(self.device)).eval()  # type: ignore[arg-type]
-        self._lock = threading.Lock()
+        self._generating = threading.Lock()
+        self._waiting: list[_Pending] = []
+        self._waiting_lock = threading.Lock()
 
     async def continuations(
         self, prompt: str, prefix: str, n: int, sampling: SamplingOptions
@@ -203,19 +224,55 @@ class HFBackend:
         return await self.continuations(str(text), "", n, sampling)
 
     def _generate(self, text: str, n: int, sampling: SamplingOptions) -> list[str]:
+        pending = _Pending(text, n, sampling)
+        with self._waiting_lock:
+            self._waiting.append(pending)
+        with self._generating:
+            # Whoever gets the model serves the calls waiting longest, its own among them
+            # unless an earlier holder served it; a call left waiting is served by its own
+            # thread's turn, if not before.
+            if not pending.done.is_set():
+                with self._waiting_lock:
+                    batch = self._waiting[: self.max_batch]
+                    if pending not in batch:
+                        batch[-1:] = [pending]
+                    self._waiting = [p for p in self._waiting if p not in batch]
+                self._serve(batch)
+        if pending.error is not None:
+            raise pending.error
+        return pending.texts
+
+    def _serve(self, batch: list[_Pending]) -> None:
+        groups: dict[str, list[_Pending]] = {}
+        for pending in batch:  # one generate per set of sampling options
+            groups.setdefault(pending.sampling.model_dump_json(), []).append(pending)
+        for group in groups.values():
+            try:
+                texts = self._generate_rows(
+                    [p.text for p in group for _ in range(p.n)], group[0].sampling
+                )
+                for pending in group:
+                    pending.texts, texts = texts[: pending.n], texts[pending.n :]
+            except Exception as exc:  # each waiting call raises it in its own thread
+                for pending in group:
+                    pending.error = exc
+            finally:
+                for pending in group:
+                    pending.done.set()
+
+    def _generate_rows(self, rows: list[str], sampling: SamplingOptions) -> list[str]:
         import torch
 
-        inputs = self.tokenizer(text, return_tensors="pt").to(self.device)
+        inputs = self.tokenizer(rows, return_tensors="pt", padding=True).to(self.device)
         sample = sampling.temperature > 0
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
                 do_sample=sample,
                 temperature=sampling.temperature if sample else None,
                 top_p=sampling.top_p if sample else None,
                 max_new_tokens=sampling.max_tokens,
-                num_return_sequences=n,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
             )
         new = output[:, inputs["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -262,4 +319,4 @@ def open_backend(
 ) -> CompletionBackend:
     if spec.kind == "openai":
         return OpenAIBackend(spec, api_key=api_key)
-    return HFBackend(Path(spec.model), device=device)
+    return HFBackend(Path(spec.model), device=device, max_batch=spec.max_concurrency)

@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,6 +164,62 @@ async def test_hf_backend_generates_from_a_local_checkpoint(tiny_policy_dir: Pat
     replies = await backend.chat([{"role": "user", "content": "hi"}], 2, sampling)
     assert len(replies) == 2
     assert backend.usage.completions == 7
+
+
+async def test_hf_backend_serves_calls_that_wait_together(tiny_policy_dir: Path) -> None:
+    backend = HFBackend(tiny_policy_dir)
+    rows: list[int] = []
+    generate = backend.model.generate
+
+    def held(**kwargs: Any) -> Any:  # the real generate, slowed so that calls pile up
+        rows.append(int(kwargs["input_ids"].shape[0]))
+        time.sleep(0.3)
+        return generate(**kwargs)
+
+    backend.model.generate = held
+    sampled = SamplingOptions(max_tokens=8, temperature=1.0)
+    greedy = SamplingOptions(max_tokens=8, temperature=0.0)
+    calls = [backend.continuations(f"def f{i}(x):\n", "", i + 1, sampled) for i in range(4)]
+    calls.append(backend.continuations("def g(x):\n", "", 2, greedy))
+    results = await asyncio.gather(*calls)
+    assert [len(r) for r in results] == [1, 2, 3, 4, 2]
+    assert sum(rows) == 12
+    # The first call runs alone; the rest wait and go in one batch per set of sampling options.
+    assert len(rows) <= 3, rows
+    assert backend.usage.completions == 12
+
+
+async def test_hf_backend_batches_at_most_max_batch_calls(tiny_policy_dir: Path) -> None:
+    backend = HFBackend(tiny_policy_dir, max_batch=2)
+    rows: list[int] = []
+    generate = backend.model.generate
+
+    def held(**kwargs: Any) -> Any:
+        rows.append(int(kwargs["input_ids"].shape[0]))
+        time.sleep(0.2)
+        return generate(**kwargs)
+
+    backend.model.generate = held
+    sampling = SamplingOptions(max_tokens=4, temperature=1.0)
+    calls = [backend.continuations(f"def f{i}(x):\n", "", 1, sampling) for i in range(7)]
+    results = await asyncio.gather(*calls)
+    assert [len(r) for r in results] == [1] * 7  # every call served, none twice
+    assert sum(rows) == 7 and max(rows) <= 2, rows
+    assert backend._waiting == []
+
+
+async def test_hf_backend_failure_reaches_every_waiting_call(tiny_policy_dir: Path) -> None:
+    backend = HFBackend(tiny_policy_dir)
+
+    def broken(**kwargs: Any) -> Any:
+        time.sleep(0.2)
+        raise RuntimeError("out of memory")
+
+    backend.model.generate = broken
+    calls = [backend.continuations(f"p{i}", "", 2, SAMPLING) for i in range(3)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert backend._waiting == []  # nothing left behind for a later call to serve
 
 
 def test_hf_backend_refuses_a_directory_without_a_model(tmp_path: Path) -> None:

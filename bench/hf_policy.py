@@ -26,13 +26,14 @@ from codeprm.api.labeler import SamplingOptions, SearchOptions
 from codeprm.cli import cache_dir
 from codeprm.client import AsyncExecutorClient
 from codeprm.datasets import Problem, load_problems
+from codeprm.demo import policy_dir
 from codeprm.services.labeler.binary_search import first_bad_line
 from codeprm.services.labeler.completions import HFBackend
 from codeprm.services.labeler.prefixes import Prober
 
 
 def default_policy() -> Path:
-    demo = cache_dir() / "listfuncs-v3-policy-700"
+    demo = policy_dir(cache_dir())
     if (demo / "config.json").is_file():
         return demo
     from codeprm.tiny import build_tiny_policy

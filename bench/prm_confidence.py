@@ -18,7 +18,7 @@ becomes a row of either kind:
   least likely token is -1, the lines before it +1 (what follows is left out, as
   `--after-error drop` does).
 
-Every PRM is trained with the demo's recipe (`codeprm.demo`: 3 epochs, lr 1e-3,
+Every PRM is trained with the demo's recipe (`codeprm.demo.prm_recipe`: 3 epochs, lr 1e-3,
 `--after-error drop --balance`) from the policy, two at a time (one torch thread each); the
 demo's labels alone are the baseline of the same run, per seed (the seed also picks the
 held-out problems, so seeds differ by more than the PRM's initialisation).
@@ -42,21 +42,22 @@ from common import start_executor, torch_machine
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from codeprm.datasets import load_problems
+from codeprm.demo import prm_recipe
 from codeprm.lines import split_lines
 from codeprm.services.trainer.evaluate import Sampled, sample_and_judge
 from codeprm.services.trainer.likelihood import line_logprobs
-from codeprm.services.trainer.prm_train import TrainPrmConfig, train_prm
+from codeprm.services.trainer.prm_train import train_prm
 from codeprm.services.trainer.rollout import Sampling
 
 CENTRE = -2.0  # a line whose least likely token has this log-prob gets confidence 0
-MAX_TOKENS = 1024
+MAX_TOKENS = 1024  # as the demo's PRM reads a program (prm_recipe)
 
 
-def sample(policy: Path, problems: int, samples: int, executor_url: str) -> list[Sampled]:
+def sample(
+    model: Any, tokenizer: Any, problems: int, samples: int, executor_url: str
+) -> list[Sampled]:
     tasks = load_problems("listfuncs")
     random.Random(0).shuffle(tasks)
-    tokenizer = AutoTokenizer.from_pretrained(policy)
-    model = AutoModelForCausalLM.from_pretrained(policy).eval()
     torch.manual_seed(0)
     sampling = Sampling(max_new_tokens=200, temperature=1.0)
     cpu = torch.device("cpu")
@@ -65,10 +66,10 @@ def sample(policy: Path, problems: int, samples: int, executor_url: str) -> list
     )
 
 
-def rows(policy: Path, programs: Sequence[Sampled]) -> dict[str, list[dict[str, Any]]]:
+def rows(
+    model: Any, tokenizer: Any, programs: Sequence[Sampled]
+) -> dict[str, list[dict[str, Any]]]:
     """Per kind, the programs as labeler-export rows (line_labels on the +1/-1 scale)."""
-    tokenizer = AutoTokenizer.from_pretrained(policy)
-    model = AutoModelForCausalLM.from_pretrained(policy).eval()
     cpu = torch.device("cpu")
     out: dict[str, list[dict[str, Any]]] = {"confidence": [], "outcome + confidence": []}
     for program in programs:
@@ -102,24 +103,9 @@ def rows(policy: Path, programs: Sequence[Sampled]) -> dict[str, list[dict[str, 
 def train(job: tuple[str, Path, Path, Path, Path, int]) -> tuple[str, int, float, float]:
     name, data, policy, on_policy, out, seed = job
     torch.set_num_threads(1)
-    result = train_prm(
-        TrainPrmConfig(
-            data=data,
-            base_model=policy,
-            out=out,
-            epochs=3,
-            lr=1e-3,
-            batch_size=8,
-            eval_every=10_000,  # only the final evaluation
-            eval_fraction=0.2,
-            device="cpu",
-            max_tokens=MAX_TOKENS,
-            on_policy=on_policy,
-            after_error="drop",
-            balance=True,
-            seed=seed,
-        )
-    )
+    config = prm_recipe(data, policy, out, on_policy, device="cpu")
+    # Only the final evaluation: the figures are the trained PRM's.
+    result = train_prm(config.model_copy(update={"seed": seed, "eval_every": 10_000}))
     assert result.on_policy is not None and result.on_policy.auc is not None
     first_error = result.on_policy.first_error_accuracy or 0.0
     return name, seed, result.on_policy.auc, first_error
@@ -137,9 +123,11 @@ def main() -> None:
     args = parser.parse_args()
     print(torch_machine())
 
+    tokenizer = AutoTokenizer.from_pretrained(args.policy)
+    model = AutoModelForCausalLM.from_pretrained(args.policy).eval()
     executor, url = start_executor()
     try:
-        programs = sample(args.policy, args.problems, args.samples, url)
+        programs = sample(model, tokenizer, args.problems, args.samples, url)
     finally:
         executor.terminate()
     passing = sum(p.passed for p in programs)
@@ -148,7 +136,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="prm-confidence-"))
     labels = args.labels.read_text()
     data = {"demo labels (baseline)": args.labels}
-    for kind, kind_rows in rows(args.policy, programs).items():
+    for kind, kind_rows in rows(model, tokenizer, programs).items():
         path = work / f"{kind.replace(' + ', '_')}.jsonl"
         path.write_text(labels + "".join(json.dumps(r) + "\n" for r in kind_rows))
         data[f"demo labels + {kind}"] = path

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
@@ -38,6 +38,12 @@ from codeprm.api.labeler import LabelRunRequest
 from codeprm.client import LabelerClient
 from codeprm.listfuncs import VERSION
 from codeprm.stack import LocalStack, StackConfig, StackError, free_port, wait_ready
+
+if TYPE_CHECKING:  # the trainer imports torch: loaded only when the demo gets there
+    from codeprm.services.trainer.prm_train import TrainPrmConfig
+
+SFT_STEPS = 700
+"""The starting policy's SFT steps (a full run; `--quick` takes fewer)."""
 
 
 @dataclass
@@ -91,7 +97,7 @@ class Sizes:
         # Measured on listfuncs (docs/results.md): 128 rollouts a step learn where 32 did not;
         # all 100 held-out problems, so that a 10-point change is well above the noise.
         return Sizes(
-            sft_steps=700,
+            sft_steps=SFT_STEPS,
             mutation_problems=options.problems,
             search_problems=options.problems,
             policy_test_problems=40,
@@ -307,14 +313,19 @@ def minibatch_size(rollouts_per_step: int) -> int:
     return max(1, rollouts_per_step // 4)
 
 
+def policy_dir(where: Path, sft_steps: int = SFT_STEPS) -> Path:
+    """Where the demo keeps its SFT policy. Keyed by the family's version too: a policy SFT'd
+    on an older family is not reused."""
+    return where / f"listfuncs-{VERSION}-policy-{sft_steps}"
+
+
 def _policy(options: DemoOptions, sizes: Sizes, console: Console) -> Path:
     from codeprm.services.trainer.sft import SftConfig, train_sft
 
     if options.base_model is not None:
         return options.base_model
     where = options.cache if options.cache is not None else options.out / "models"
-    # Keyed by the family's version too: a policy SFT'd on an older family is not reused.
-    policy = where / f"listfuncs-{VERSION}-policy-{sizes.sft_steps}"
+    policy = policy_dir(where, sizes.sft_steps)
     if (policy / "config.json").is_file():
         console.print(f"policy: the SFT policy of an earlier run, {policy}")
         return policy
@@ -329,6 +340,36 @@ def _policy(options: DemoOptions, sizes: Sizes, console: Console) -> Path:
     return policy
 
 
+def prm_recipe(
+    labels: Path,
+    policy: Path,
+    out: Path,
+    on_policy: Path | None,
+    *,
+    epochs: int = 3,
+    device: str = "auto",
+) -> TrainPrmConfig:
+    """The demo's PRM recipe (chosen by on-policy AUC, docs/results.md): from the policy's
+    backbone, lines after a first error left out, passing and failing programs balanced."""
+    from codeprm.services.trainer.prm_train import TrainPrmConfig
+
+    return TrainPrmConfig(
+        data=labels,
+        base_model=policy,
+        out=out,
+        epochs=epochs,
+        lr=1e-3,
+        batch_size=8,
+        eval_every=50,  # each evaluation scores every held-out and on-policy program
+        eval_fraction=0.2,
+        device=device,
+        max_tokens=1024,
+        on_policy=on_policy,
+        after_error="drop",
+        balance=True,
+    )
+
+
 def _train_prm(
     prm_dir: Path,
     labels: Path,
@@ -338,27 +379,18 @@ def _train_prm(
     options: DemoOptions,
     console: Console,
 ) -> dict[str, float | None]:
-    from codeprm.services.trainer.prm_train import TrainPrmConfig, train_prm
+    from codeprm.services.trainer.prm_train import train_prm
 
     shutil.rmtree(prm_dir, ignore_errors=True)
-    result = train_prm(
-        TrainPrmConfig(
-            data=labels,
-            base_model=policy,
-            out=prm_dir,
-            epochs=sizes.prm_epochs,
-            lr=1e-3,
-            batch_size=8,
-            eval_every=50,  # each evaluation scores every held-out and on-policy program
-            eval_fraction=0.2,
-            device=options.device,
-            max_tokens=1024,
-            on_policy=on_policy if on_policy.stat().st_size else None,
-            after_error="drop",
-            balance=True,
-        ),
-        progress=True,
+    config = prm_recipe(
+        labels,
+        policy,
+        prm_dir,
+        on_policy if on_policy.stat().st_size else None,
+        epochs=sizes.prm_epochs,
+        device=options.device,
     )
+    result = train_prm(config, progress=True)
     quality: dict[str, float | None] = {}
     if result.final is not None:
         quality |= {
